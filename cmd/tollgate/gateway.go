@@ -1,0 +1,10 @@
+package main
+
+import (
+	"context"
+	"errors"
+)
+
+func runGateway(ctx context.Context, args []string) error {
+	return errors.New("gateway: not built yet")
+}
