@@ -1,0 +1,172 @@
+{{/*
+Names, labels and the pieces every workload shares. The ports are the
+binary's defaults (see the README); they are fixed here so that the
+container env, containerPorts, Services, probes and the Envoy bootstrap
+cannot drift apart.
+*/}}
+
+{{- define "tollgate.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "tollgate.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "tollgate.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* tollgate.labels: common labels; call with (dict "ctx" $ "component" "issuer"). */}}
+{{- define "tollgate.labels" -}}
+helm.sh/chart: {{ include "tollgate.chart" .ctx }}
+{{ include "tollgate.selectorLabels" . }}
+app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+app.kubernetes.io/part-of: tollgate
+{{- end }}
+
+{{- define "tollgate.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "tollgate.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "tollgate.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{- define "tollgate.issuerPort" -}}8081{{- end }}
+{{- define "tollgate.booksPort" -}}8082{{- end }}
+{{- define "tollgate.gatewayPort" -}}8080{{- end }}
+{{- define "tollgate.authzGRPCPort" -}}9001{{- end }}
+{{- define "tollgate.authzHTTPPort" -}}9002{{- end }}
+{{- define "tollgate.envoyAdminPort" -}}9901{{- end }}
+{{- define "tollgate.envoyOpsPort" -}}9902{{- end }}
+
+{{- define "tollgate.issuerHost" -}}
+{{- printf "%s-issuer.%s.svc" (include "tollgate.fullname" .) .Release.Namespace }}
+{{- end }}
+{{- define "tollgate.booksHost" -}}
+{{- printf "%s-books.%s.svc" (include "tollgate.fullname" .) .Release.Namespace }}
+{{- end }}
+{{- define "tollgate.authzHost" -}}
+{{- if eq .Values.authz.mode "sidecar" }}127.0.0.1{{ else }}{{ printf "%s-authz.%s.svc" (include "tollgate.fullname" .) .Release.Namespace }}{{ end }}
+{{- end }}
+
+{{- define "tollgate.signingKeysSecret" -}}
+{{- default (printf "%s-signing-keys" (include "tollgate.fullname" .)) .Values.issuer.signingKeys.existingSecret }}
+{{- end }}
+{{- define "tollgate.adminSecret" -}}
+{{- default (printf "%s-admin" (include "tollgate.fullname" .)) .Values.issuer.admin.existingSecret }}
+{{- end }}
+
+{{/* tollgate.podSecurityContext: the restricted Pod Security Standard, pod level. */}}
+{{- define "tollgate.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+fsGroup: 65532
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* tollgate.securityContext: the restricted Pod Security Standard, container level. */}}
+{{- define "tollgate.securityContext" -}}
+runAsNonRoot: true
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{- define "tollgate.logEnv" -}}
+- name: TOLLGATE_LOG_LEVEL
+  value: {{ .Values.log.level | quote }}
+- name: TOLLGATE_LOG_FORMAT
+  value: {{ .Values.log.format | quote }}
+{{- end }}
+
+{{/* tollgate.authzContainer: the authz container, as a native sidecar or on its own. */}}
+{{- define "tollgate.authzContainer" -}}
+- name: authz
+  image: {{ include "tollgate.image" . }}
+  imagePullPolicy: {{ .Values.image.pullPolicy }}
+  {{- if eq .Values.authz.mode "sidecar" }}
+  restartPolicy: Always
+  {{- end }}
+  args: ["authz"]
+  env:
+    {{- include "tollgate.logEnv" . | nindent 4 }}
+    - name: TOLLGATE_AUTHZ_GRPC_ADDR
+      value: ":{{ include "tollgate.authzGRPCPort" . }}"
+    - name: TOLLGATE_AUTHZ_HTTP_ADDR
+      value: ":{{ include "tollgate.authzHTTPPort" . }}"
+    - name: TOLLGATE_AUTHZ_ISSUER
+      value: {{ .Values.publicURL | quote }}
+    - name: TOLLGATE_AUTHZ_JWKS_URL
+      value: "http://{{ include "tollgate.issuerHost" . }}:{{ include "tollgate.issuerPort" . }}/.well-known/jwks.json"
+    - name: TOLLGATE_AUTHZ_AUDIENCE
+      value: {{ .Values.audience | quote }}
+    - name: TOLLGATE_AUTHZ_ALGS
+      value: {{ .Values.authz.algs | quote }}
+    - name: TOLLGATE_AUTHZ_TOKEN_HEADERS
+      value: {{ .Values.authz.tokenHeaders | quote }}
+    - name: TOLLGATE_AUTHZ_LEEWAY
+      value: {{ .Values.authz.leeway | quote }}
+    - name: TOLLGATE_AUTHZ_CACHE_SIZE
+      value: {{ .Values.authz.cacheSize | quote }}
+  ports:
+    - name: authz-grpc
+      containerPort: {{ include "tollgate.authzGRPCPort" . }}
+      protocol: TCP
+    - name: authz-http
+      containerPort: {{ include "tollgate.authzHTTPPort" . }}
+      protocol: TCP
+  startupProbe:
+    grpc:
+      port: {{ include "tollgate.authzGRPCPort" . }}
+    periodSeconds: 2
+    failureThreshold: 30
+  readinessProbe:
+    grpc:
+      port: {{ include "tollgate.authzGRPCPort" . }}
+    periodSeconds: 5
+  livenessProbe:
+    httpGet:
+      path: /healthz
+      port: authz-http
+    periodSeconds: 10
+  resources:
+    {{- toYaml .Values.authz.resources | nindent 4 }}
+  securityContext:
+    {{- include "tollgate.securityContext" . | nindent 4 }}
+  volumeMounts:
+    - name: tmp
+      mountPath: /tmp
+{{- end }}
+
+{{- define "tollgate.egressDNS" -}}
+- ports:
+    - port: 53
+      protocol: UDP
+    - port: 53
+      protocol: TCP
+{{- end }}
+
+{{- define "tollgate.egressPostgres" -}}
+- ports:
+    - port: {{ .Values.networkPolicy.postgresPort }}
+      protocol: TCP
+{{- end }}
