@@ -1,0 +1,422 @@
+// Package issuer is Tollgate's token service: user accounts, password
+// login, signed JWTs, and the JWKS and OpenID discovery documents that let
+// any verifier check those tokens.
+//
+// It must never let a password, a password hash, a token or a private key
+// leave the service or reach a log, never tell an unknown user from a
+// wrong password, and never sign with a key verifiers could not have
+// fetched yet.
+package issuer
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/crypto/argon2"
+
+	"github.com/tollgate-dev/tollgate/internal/server"
+	"github.com/tollgate-dev/tollgate/internal/store"
+)
+
+// Config configures a Service. The zero value of a field means its
+// default, given in its comment.
+type Config struct {
+	// DB is the database: a SQLite file path or a postgres:// URL
+	// (default <DataDir>/issuer.db).
+	DB string
+	// DataDir holds the SQLite database and, when KeyDir is empty, the
+	// generated signing key under DataDir/keys (default "data").
+	DataDir string
+	// IssuerURL is the iss claim and the base of the URLs in the
+	// discovery document: the issuer's address as clients reach it
+	// through the gateway (default "http://localhost:8080").
+	IssuerURL string
+	// Audience is the aud claim (default "tollgate").
+	Audience string
+	// SigningAlg is the algorithm tokens are signed with: ES256, RS256 or
+	// EdDSA (default ES256). Only keys of that type sign; keys of other
+	// types in KeyDir are published, which lets verifiers learn a key of
+	// a new type before the algorithm is switched.
+	SigningAlg string
+	// KeyDir is a directory of PEM private keys (a mounted Kubernetes
+	// Secret, for example), re-read every KeyPollInterval. Empty means
+	// DataDir/keys, where a key is generated once when there is none.
+	KeyDir string
+	// KeyActivationDelay is how long after a key is first seen it starts
+	// signing; it should exceed how long verifiers cache the JWKS
+	// (default 10m; negative means at once).
+	KeyActivationDelay time.Duration
+	// KeyPollInterval is how often KeyDir is checked for changes
+	// (default 5s).
+	KeyPollInterval time.Duration
+	// TokenTTL is the lifetime of a token (default 45m).
+	TokenTTL time.Duration
+	// JWKSMaxAge is the max-age of the JWKS and discovery documents
+	// (default 5m).
+	JWKSMaxAge time.Duration
+	// DisableRegistration turns POST /register off.
+	DisableRegistration bool
+	// AdminUsers are user names that hold the admin role. A listed name
+	// that is not taken yet cannot be registered, so nobody can claim an
+	// admin name before its owner.
+	AdminUsers []string
+	// AdminName is the admin user created at start when AdminPassword is
+	// set (default "admin").
+	AdminName string
+	// AdminPassword, when set, creates the user AdminName with this
+	// password at start, or resets its password; that user holds the
+	// admin role.
+	AdminPassword string
+	// Argon2 are the password hashing costs (default MinArgon2Params).
+	Argon2 Argon2Params
+	// MaxConcurrentHashes bounds the password hashes computed at once,
+	// and with it their memory (default 2 per CPU).
+	MaxConcurrentHashes int
+	// MaxQueuedHashes bounds the requests waiting for a hash slot; more
+	// get 503 at once (default 4 per slot).
+	MaxQueuedHashes int
+	// HashQueueTimeout bounds the wait for a hash slot (default 2s).
+	HashQueueTimeout time.Duration
+	// TrustedProxies are the peers whose X-Forwarded-For header names the
+	// client, for login throttling. Nil means DefaultTrustedProxies
+	// (loopback); an empty, non-nil slice trusts no proxy.
+	TrustedProxies []netip.Prefix
+	// Throttle sets the login failure limits.
+	Throttle Throttle
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// Defaults.
+const (
+	DefaultIssuerURL          = "http://localhost:8080"
+	DefaultAudience           = "tollgate"
+	DefaultKeyActivationDelay = 10 * time.Minute
+	DefaultKeyPollInterval    = 5 * time.Second
+	DefaultTokenTTL           = 45 * time.Minute
+	DefaultJWKSMaxAge         = 5 * time.Minute
+	DefaultAdminName          = "admin"
+)
+
+// retireGrace is how long a removed key stays published after the last
+// token it signed expired: verifiers accept a token a little past exp
+// (their clock leeway), and another replica's use of the key reaches the
+// database one poll later.
+const retireGrace = 2 * time.Minute
+
+func (c Config) withDefaults() Config {
+	if c.DataDir == "" {
+		c.DataDir = "data"
+	}
+	if c.DB == "" {
+		c.DB = filepath.Join(c.DataDir, "issuer.db")
+	}
+	if c.IssuerURL == "" {
+		c.IssuerURL = DefaultIssuerURL
+	}
+	c.IssuerURL = strings.TrimRight(c.IssuerURL, "/")
+	if c.Audience == "" {
+		c.Audience = DefaultAudience
+	}
+	if c.SigningAlg == "" {
+		c.SigningAlg = ES256
+	}
+	switch {
+	case c.KeyActivationDelay == 0:
+		c.KeyActivationDelay = DefaultKeyActivationDelay
+	case c.KeyActivationDelay < 0:
+		c.KeyActivationDelay = 0
+	}
+	if c.KeyPollInterval <= 0 {
+		c.KeyPollInterval = DefaultKeyPollInterval
+	}
+	if c.TokenTTL == 0 {
+		c.TokenTTL = DefaultTokenTTL
+	}
+	if c.JWKSMaxAge == 0 {
+		c.JWKSMaxAge = DefaultJWKSMaxAge
+	}
+	if c.AdminName == "" {
+		c.AdminName = DefaultAdminName
+	}
+	if c.Argon2 == (Argon2Params{}) {
+		c.Argon2 = MinArgon2Params
+	}
+	if c.MaxConcurrentHashes <= 0 {
+		c.MaxConcurrentHashes = 2 * runtime.NumCPU()
+	}
+	if c.MaxQueuedHashes == 0 {
+		c.MaxQueuedHashes = 4 * c.MaxConcurrentHashes
+	}
+	if c.MaxQueuedHashes < 0 {
+		c.MaxQueuedHashes = 0
+	}
+	if c.HashQueueTimeout <= 0 {
+		c.HashQueueTimeout = 2 * time.Second
+	}
+	if c.TrustedProxies == nil {
+		c.TrustedProxies = DefaultTrustedProxies
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	u, err := url.Parse(c.IssuerURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return fmt.Errorf("issuer URL %q must be an absolute http(s) URL without query, fragment or user info", c.IssuerURL)
+	}
+	if _, err := parseAlg(c.SigningAlg); err != nil {
+		return err
+	}
+	if c.TokenTTL < time.Minute || c.TokenTTL > 24*time.Hour {
+		return fmt.Errorf("token TTL %s must be between 1m and 24h", c.TokenTTL)
+	}
+	if c.JWKSMaxAge < 0 {
+		return fmt.Errorf("JWKS max-age %s must not be negative", c.JWKSMaxAge)
+	}
+	if err := c.Argon2.validate(); err != nil {
+		return err
+	}
+	for _, name := range c.AdminUsers {
+		if err := validateName(name); err != nil {
+			return fmt.Errorf("admin user %q: %w", name, err)
+		}
+	}
+	if c.AdminPassword != "" {
+		if err := validateName(c.AdminName); err != nil {
+			return fmt.Errorf("admin name %q: %w", c.AdminName, err)
+		}
+		if err := validatePassword(c.AdminPassword, c.AdminName); err != nil {
+			return fmt.Errorf("admin password: %w", err)
+		}
+	}
+	return nil
+}
+
+// Service is a running issuer. Its methods are safe for concurrent use.
+type Service struct {
+	cfg       Config
+	alg       jwa.SignatureAlgorithm
+	log       *slog.Logger
+	db        *store.DB
+	users     users
+	keys      *keyring
+	hasher    *hasher
+	throttle  *throttle
+	admins    map[string]bool // name keys holding the admin role
+	dummyHash string          // verified for unknown users, so they cost a real hash
+	health    *server.Health
+	metrics   *metrics
+	handler   http.Handler
+
+	stopPoll  context.CancelFunc
+	pollDone  chan struct{}
+	closeOnce sync.Once
+}
+
+// New opens the database (applying migrations), creates or resets the
+// configured admin, loads (or first generates) the signing keys, and
+// starts watching the key directory. Close releases all of it.
+func New(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Service, error) {
+	return newService(ctx, cfg, log, reg, argon2.IDKey)
+}
+
+func newService(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Registry, derive deriveFunc) (*Service, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("issuer config: %w", err)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	alg, _ := parseAlg(cfg.SigningAlg)
+	if cfg.KeyActivationDelay < cfg.JWKSMaxAge {
+		log.Warn("key activation delay is shorter than the JWKS max-age: verifiers may meet a new key's tokens before their cache has it",
+			"key_activation_delay", cfg.KeyActivationDelay, "jwks_max_age", cfg.JWKSMaxAge)
+	}
+
+	db, err := store.Open(ctx, cfg.DB, Migrations())
+	if err != nil {
+		return nil, fmt.Errorf("issuer: %w", err)
+	}
+	s := &Service{
+		cfg:      cfg,
+		alg:      alg,
+		log:      log,
+		db:       db,
+		users:    users{db},
+		throttle: newThrottle(cfg.Throttle),
+		admins:   map[string]bool{},
+		hasher: &hasher{
+			params:  cfg.Argon2,
+			derive:  derive,
+			limiter: newLimiter(cfg.MaxConcurrentHashes, cfg.MaxQueuedHashes, cfg.HashQueueTimeout),
+		},
+	}
+	if err := s.start(ctx, reg); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("issuer: %w", err)
+	}
+	return s, nil
+}
+
+func (s *Service) start(ctx context.Context, reg *prometheus.Registry) error {
+	cfg := s.cfg
+	for _, name := range cfg.AdminUsers {
+		s.admins[nameKey(name)] = true
+	}
+	if cfg.AdminPassword != "" {
+		s.admins[nameKey(cfg.AdminName)] = true
+	}
+
+	// The dummy hash has the current parameters, so an unknown user's
+	// login costs exactly what a known user's does.
+	dummy := make([]byte, 18)
+	if _, err := rand.Read(dummy); err != nil {
+		return fmt.Errorf("dummy password: %w", err)
+	}
+	var err error
+	if s.dummyHash, err = s.hasher.hash(ctx, base64.RawStdEncoding.EncodeToString(dummy)); err != nil {
+		return fmt.Errorf("dummy hash: %w", err)
+	}
+	if err := s.ensureAdmin(ctx); err != nil {
+		return err
+	}
+	for _, name := range cfg.AdminUsers {
+		if ok, err := s.users.exists(ctx, name); err != nil {
+			return err
+		} else if !ok {
+			s.log.Warn("configured admin user does not exist yet and cannot be registered through /register", "user", name)
+		}
+	}
+
+	dir := cfg.KeyDir
+	if dir == "" {
+		dir = filepath.Join(cfg.DataDir, "keys")
+		if err := ensureGeneratedKey(dir, s.alg, s.log); err != nil {
+			return err
+		}
+	}
+	s.keys = newKeyring(dir, s.alg, cfg.KeyActivationDelay, retireGrace, cfg.Now, keyRows{s.db}, s.log)
+	if err := s.keys.reload(ctx); err != nil {
+		return fmt.Errorf("load signing keys: %w", err)
+	}
+	if _, err := s.keys.signer(cfg.Now()); err != nil {
+		return err
+	}
+
+	s.metrics = newMetrics(reg, s)
+	s.keys.events = func(kind string) { s.metrics.keyEvents.WithLabelValues(kind).Inc() }
+	s.health = server.NewHealth(map[string]server.Check{
+		"database":    s.db.Ping,
+		"signing_key": s.signingKeyReady,
+	})
+	s.handler = s.routes(reg)
+
+	pollCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.stopPoll = cancel
+	s.pollDone = make(chan struct{})
+	go func() {
+		defer close(s.pollDone)
+		s.keys.poll(pollCtx, cfg.KeyPollInterval)
+	}()
+	return nil
+}
+
+// ensureAdmin creates the configured admin, or resets its password when
+// the stored hash does not match the configured password.
+func (s *Service) ensureAdmin(ctx context.Context) error {
+	if s.cfg.AdminPassword == "" {
+		return nil
+	}
+	name := s.cfg.AdminName
+	u, err := s.users.byName(ctx, name)
+	switch {
+	case err == nil:
+		ok, stale, err := s.hasher.verify(ctx, s.cfg.AdminPassword, u.passwordHash)
+		if err == nil && ok && !stale {
+			return nil
+		}
+	case !errors.Is(err, errNotFound):
+		return err
+	}
+	hash, err := s.hasher.hash(ctx, s.cfg.AdminPassword)
+	if err != nil {
+		return fmt.Errorf("hash admin password: %w", err)
+	}
+	if err := s.users.setPassword(ctx, name, uuid.NewString(), hash, s.cfg.Now()); err != nil {
+		return err
+	}
+	s.log.Info("admin user password set from configuration", "user", name)
+	return nil
+}
+
+// ensureGeneratedKey makes sure dir holds a key for alg, generating one
+// the first time, so restarts keep signing with the same key.
+func ensureGeneratedKey(dir string, alg jwa.SignatureAlgorithm, log *slog.Logger) error {
+	kr := &keyring{dir: dir}
+	files, err := kr.readDir()
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	for _, f := range files {
+		if kp, err := parseKeyPEM(f.data); err == nil && kp.alg == alg {
+			return nil
+		}
+	}
+	path, kid, err := GenerateKeyFile(dir, alg.String())
+	if err != nil {
+		return err
+	}
+	log.Info("generated a signing key", "file", path, "kid", kid, "alg", alg.String())
+	return nil
+}
+
+func (s *Service) signingKeyReady(ctx context.Context) error {
+	_, err := s.keys.signer(s.cfg.Now())
+	return err
+}
+
+// Handler returns the issuer's HTTP API, instrumented, with /healthz,
+// /readyz and /metrics.
+func (s *Service) Handler() http.Handler { return s.handler }
+
+// Ready reports whether the service can serve: the database answers and
+// a key can sign.
+func (s *Service) Ready(ctx context.Context) error { return s.health.Ready(ctx) }
+
+// SetStopping makes /readyz fail from now on, for a graceful shutdown.
+func (s *Service) SetStopping() { s.health.SetStopping() }
+
+// Close stops watching the key directory and closes the database.
+func (s *Service) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		s.stopPoll()
+		<-s.pollDone
+		err = s.db.Close()
+	})
+	return err
+}

@@ -1,0 +1,74 @@
+package issuer
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tollgate-dev/tollgate/internal/httpapi"
+	"github.com/tollgate-dev/tollgate/internal/server"
+)
+
+// maxHeaderBytes bounds the request headers the issuer reads, well below
+// the server's own limit, so oversized headers get a JSON 431.
+const maxHeaderBytes = 16 << 10
+
+// routes is the issuer's HTTP API in one screen.
+func (s *Service) routes(reg *prometheus.Registry) http.Handler {
+	mux := http.NewServeMux()
+	handle := func(method, path string, h httpapi.HandlerFunc) {
+		mux.Handle(method+" "+path, httpapi.Handle(h))
+		// Any other method on a known path gets a JSON 405, not the
+		// mux's plain-text one.
+		allow := method
+		if method == http.MethodGet {
+			allow += ", " + http.MethodHead
+		}
+		mux.Handle(path, methodNotAllowed(allow))
+	}
+	handle("POST", "/register", s.register)
+	handle("POST", "/login", s.login)
+	handle("GET", "/users", s.listUsers)
+	handle("GET", "/.well-known/jwks.json", s.jwks)
+	handle("GET", "/.well-known/openid-configuration", s.openIDConfiguration)
+	s.health.Register(mux, reg)
+	mux.HandleFunc("/", httpapi.NotFound)
+	return server.Instrument(s.log, server.NewMetrics(reg), limitHeaders(mux))
+}
+
+func methodNotAllowed(allow string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e := httpapi.Errorf(http.StatusMethodNotAllowed, nil, "method %s is not allowed here; use %s", sanitizeMethod(r.Method), allow)
+		e.Header = http.Header{"Allow": {allow}}
+		httpapi.WriteError(w, r, e)
+	})
+}
+
+// sanitizeMethod keeps a client's method name printable and short in an
+// error message.
+func sanitizeMethod(m string) string {
+	if len(m) > 16 || strings.ContainsFunc(m, func(r rune) bool { return r < 0x21 || r > 0x7e }) {
+		return "this method"
+	}
+	return m
+}
+
+// limitHeaders answers a request whose headers exceed maxHeaderBytes with
+// a JSON 431 before any handler reads them.
+func limitHeaders(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := len(r.RequestURI)
+		for k, vs := range r.Header {
+			for _, v := range vs {
+				n += len(k) + len(v) + 4
+			}
+		}
+		if n > maxHeaderBytes {
+			httpapi.WriteError(w, r, httpapi.Errorf(http.StatusRequestHeaderFieldsTooLarge, nil,
+				"request headers are larger than %d bytes", maxHeaderBytes))
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}

@@ -1,0 +1,107 @@
+package issuer
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/lestrrat-go/jwx/v2/jwt"
+
+	"github.com/tollgate-dev/tollgate/internal/httpapi"
+)
+
+// issueToken signs a new token for u with the current signing key.
+func (s *Service) issueToken(u user) (string, error) {
+	now := s.cfg.Now().Truncate(time.Second)
+	exp := now.Add(s.cfg.TokenTTL)
+	kid, alg, key, err := s.keys.sign(now, exp)
+	if errors.Is(err, errNoSigningKey) {
+		e := httpapi.Errorf(http.StatusServiceUnavailable, err, "no signing key is available; retry shortly")
+		e.Header = http.Header{"Retry-After": {"5"}}
+		return "", e
+	}
+	if err != nil {
+		return "", err
+	}
+	tok, err := jwt.NewBuilder().
+		Issuer(s.cfg.IssuerURL).
+		Subject(u.publicID).
+		Audience([]string{s.cfg.Audience}).
+		IssuedAt(now).
+		NotBefore(now).
+		Expiration(exp).
+		JwtID(uuid.NewString()).
+		Claim("name", u.name).
+		Claim("roles", s.roles(u.name)).
+		Build()
+	if err != nil {
+		return "", fmt.Errorf("build token: %w", err)
+	}
+	signed, err := jwt.Sign(tok, jwt.WithKey(alg, key))
+	if err != nil {
+		return "", fmt.Errorf("sign token with key %s: %w", kid, err)
+	}
+	return string(signed), nil
+}
+
+func (s *Service) cacheControl() string {
+	return "public, max-age=" + strconv.Itoa(int(s.cfg.JWKSMaxAge/time.Second))
+}
+
+// jwks serves the public signing keys. The strong ETag is a hash of the
+// body, so If-None-Match gets a 304 until the key set changes.
+func (s *Service) jwks(w http.ResponseWriter, r *http.Request) error {
+	body, etag, err := s.keys.jwks(s.cfg.Now())
+	if err != nil {
+		return err
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Cache-Control", s.cacheControl())
+	h.Set("ETag", etag)
+	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(body))
+	return nil
+}
+
+// discovery is the OpenID Provider Metadata subset that JWKS consumers
+// (Envoy's jwt_authn, Istio's RequestAuthentication, JOSE libraries)
+// read.
+type discovery struct {
+	Issuer             string   `json:"issuer"`
+	JWKSURI            string   `json:"jwks_uri"`
+	TokenEndpoint      string   `json:"token_endpoint"`
+	TokenEndpointAuth  []string `json:"token_endpoint_auth_methods_supported"`
+	ResponseTypes      []string `json:"response_types_supported"`
+	SubjectTypes       []string `json:"subject_types_supported"`
+	IDTokenSigningAlgs []string `json:"id_token_signing_alg_values_supported"`
+	ClaimsSupported    []string `json:"claims_supported"`
+}
+
+func (s *Service) openIDConfiguration(w http.ResponseWriter, r *http.Request) error {
+	body, err := json.Marshal(discovery{
+		Issuer:             s.cfg.IssuerURL,
+		JWKSURI:            s.cfg.IssuerURL + "/.well-known/jwks.json",
+		TokenEndpoint:      s.cfg.IssuerURL + "/login",
+		TokenEndpointAuth:  []string{"client_secret_basic"},
+		ResponseTypes:      []string{"token"},
+		SubjectTypes:       []string{"public"},
+		IDTokenSigningAlgs: s.keys.algs(s.cfg.Now()),
+		ClaimsSupported:    []string{"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "name", "roles"},
+	})
+	if err != nil {
+		return fmt.Errorf("encode discovery document: %w", err)
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Cache-Control", s.cacheControl())
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(append(body, '\n'))
+	return nil
+}
