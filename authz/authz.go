@@ -1,0 +1,209 @@
+// Package authz is Tollgate's authorization server: Envoy's ext_authz
+// gRPC Check and an HTTP forward-auth endpoint, both deciding with one
+// procedure. It verifies the caller's JWT against the issuer's JWKS,
+// applies the route's policy, and answers either OK with identity headers
+// for the upstream or an RFC 6750 denial.
+//
+// It must never let a request through on doubt: a token it cannot fully
+// verify, a policy it does not understand, or a key set it does not have
+// is a denial, and a denial is always a CheckResponse, never a gRPC error
+// (which Envoy might be configured to let through). It never trusts a key
+// or algorithm named by a token, never logs a token, and never sends the
+// upstream an identity header the client chose.
+package authz
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/tollgate-dev/tollgate/internal/httpapi"
+	"github.com/tollgate-dev/tollgate/internal/server"
+)
+
+// AuthorizationService is the gRPC service name Envoy calls, also the
+// name its health is reported under.
+const AuthorizationService = "envoy.service.auth.v3.Authorization"
+
+// Server is the authz service: the key source, the verifier, the token
+// cache, and the gRPC and HTTP front ends over them.
+type Server struct {
+	authv3.UnimplementedAuthorizationServer
+
+	cfg      Config
+	log      *slog.Logger
+	metrics  *metrics
+	keys     *keySource
+	verifier *verifier
+	cache    *tokenCache
+	health   *health.Server
+	ready    *server.Health
+	reg      *prometheus.Registry
+	now      func() time.Time
+
+	httpOnce    sync.Once
+	httpHandler http.Handler
+
+	stopping atomic.Bool
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	closeMu  sync.Mutex
+	closed   bool
+}
+
+// New validates cfg and starts loading the key set in the background.
+// The server answers checks at once, but is not ready (gRPC health
+// NOT_SERVING, Ready failing) until a key set with a usable key loads;
+// until then a token is denied with 503. ctx bounds nothing after New
+// returns; Close stops the background work.
+func New(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Server, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	s := &Server{
+		cfg:    cfg,
+		log:    log,
+		cache:  newTokenCache(cfg.CacheSize),
+		health: health.NewServer(),
+		reg:    reg,
+		now:    time.Now,
+	}
+	s.metrics = newMetrics(reg, func() int {
+		if s.cache == nil {
+			return 0
+		}
+		return s.cache.len()
+	})
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	s.health.SetServingStatus(AuthorizationService, healthpb.HealthCheckResponse_NOT_SERVING)
+	s.ready = server.NewHealth(map[string]server.Check{"jwks": s.keysReady})
+	s.keys = newKeySource(cfg, log, s.metrics, s.keysChanged)
+	s.verifier = newVerifier(cfg, s.keys, func() time.Time { return s.now() })
+
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.cancel = cancel
+	s.wg.Go(func() { s.keys.run(runCtx) })
+	return s, nil
+}
+
+// keysChanged follows every new key set: readiness tracks whether there
+// is a key to verify with, and cached verifications by keys that left
+// the set are dropped.
+func (s *Server) keysChanged(prev, next *keySet) {
+	st := healthpb.HealthCheckResponse_SERVING
+	if next.len() == 0 {
+		st = healthpb.HealthCheckResponse_NOT_SERVING
+	}
+	if !s.stopping.Load() {
+		s.health.SetServingStatus("", st)
+		s.health.SetServingStatus(AuthorizationService, st)
+	}
+	if s.cache != nil && prev != nil {
+		if n := s.cache.purge(next); n > 0 {
+			s.log.Info("dropped cached tokens whose key left the JWKS", "entries", n)
+		}
+	}
+}
+
+func (s *Server) keysReady(ctx context.Context) error {
+	if s.keys.keys().len() == 0 {
+		return errNoKeys
+	}
+	return nil
+}
+
+// Ready reports whether the server can verify tokens: a key set with at
+// least one usable key is loaded and the server is not stopping.
+func (s *Server) Ready(ctx context.Context) error {
+	if s.stopping.Load() {
+		return errors.New("authz is stopping")
+	}
+	return s.keysReady(ctx)
+}
+
+// SetStopping turns gRPC health to NOT_SERVING and /readyz to failing,
+// so load balancers and Envoy's health checks move away before the
+// servers stop. Checks are still answered until then.
+func (s *Server) SetStopping() {
+	s.stopping.Store(true)
+	s.health.Shutdown()
+	s.ready.SetStopping()
+}
+
+// Close stops the background key refresh. It does not stop servers the
+// caller registered s on.
+func (s *Server) Close() error {
+	s.closeMu.Lock()
+	defer s.closeMu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	s.SetStopping()
+	s.cancel()
+	s.wg.Wait()
+	return nil
+}
+
+// RegisterGRPC registers the Authorization service, the gRPC health
+// service (tracking readiness, under "" and AuthorizationService) and
+// server reflection on gs.
+func (s *Server) RegisterGRPC(gs *grpc.Server) {
+	authv3.RegisterAuthorizationServer(gs, s)
+	healthpb.RegisterHealthServer(gs, s.health)
+	reflection.Register(gs)
+}
+
+// ServerOptions are the gRPC server options authz runs with. They accept
+// the keepalive pings Envoy may send on its long-lived connection and
+// close connections whose peer has vanished.
+func ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			MinTime:             5 * time.Second,
+			PermitWithoutStream: true,
+		}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			Time:    time.Minute,
+			Timeout: 20 * time.Second,
+		}),
+		grpc.MaxRecvMsgSize(8 << 20),
+	}
+}
+
+// HTTPHandler returns the handler for the authz HTTP port: forward-auth
+// at /auth (and /auth/..., for Envoy's http_service path_prefix), and
+// /healthz, /readyz and /metrics.
+// Every call returns the same handler.
+func (s *Server) HTTPHandler() http.Handler {
+	s.httpOnce.Do(func() {
+		mux := http.NewServeMux()
+		fa := http.HandlerFunc(s.serveForwardAuth)
+		mux.Handle("/auth", fa)
+		mux.Handle("/auth/", fa)
+		s.ready.Register(mux, s.reg)
+		mux.HandleFunc("/", httpapi.NotFound)
+		s.httpHandler = server.Instrument(s.log, server.NewMetrics(s.reg), mux)
+	})
+	return s.httpHandler
+}
+

@@ -1,0 +1,203 @@
+package authz
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Defaults for the Config fields that have one. CacheSize has no default
+// in the package (zero disables the cache); the command sets 10000.
+const (
+	DefaultAudience        = "tollgate"
+	DefaultLeeway          = 30 * time.Second
+	DefaultMinRefresh      = time.Minute
+	DefaultMaxRefresh      = 15 * time.Minute
+	DefaultRefetchInterval = 30 * time.Second
+	DefaultFetchTimeout    = 5 * time.Second
+	DefaultCacheSize       = 10000
+
+	// MaxTokenBytes caps a token before any parsing, so that a header of
+	// dots or a huge payload costs nothing (CVE-2025-30204).
+	MaxTokenBytes = 8 << 10
+
+	// Realm is the realm in every WWW-Authenticate challenge.
+	Realm = "tollgate"
+)
+
+// DefaultAlgorithms is the default signature algorithm allowlist.
+var DefaultAlgorithms = []string{"ES256", "RS256", "EdDSA"}
+
+// DefaultTokenHeaders are the request headers searched for a token, in
+// order: an Authorization bearer token, then the tutorial's headers.
+var DefaultTokenHeaders = []string{"authorization", "x-access-tokens", "x-access-token"}
+
+// supportedAlgorithms are the asymmetric JWS algorithms a key set may
+// use. Symmetric (HS*) algorithms and "none" are never accepted: the
+// verifier holds only public keys, so an HMAC "key" would be one an
+// attacker also has.
+var supportedAlgorithms = map[string]bool{
+	"ES256": true, "ES384": true, "ES512": true,
+	"RS256": true, "RS384": true, "RS512": true,
+	"PS256": true, "PS384": true, "PS512": true,
+	"EdDSA": true,
+}
+
+// Config is what New needs. Zero durations take the defaults above;
+// Issuer is required.
+type Config struct {
+	// Issuer is the exact expected "iss" claim, and the base URL of the
+	// issuer's OpenID discovery document when JWKSURL is empty.
+	Issuer string
+	// JWKSURL is where the key set is fetched; empty means take
+	// jwks_uri from Issuer + "/.well-known/openid-configuration".
+	JWKSURL string
+	// Audience must be one of the token's "aud" values. Empty means
+	// DefaultAudience.
+	Audience string
+	// Algorithms is the signature algorithm allowlist; nil means
+	// DefaultAlgorithms. A key is used only with its own algorithm, which
+	// must be in this list.
+	Algorithms []string
+	// TokenHeaders are the header names searched for a token, in order;
+	// nil means DefaultTokenHeaders. "authorization" expects the Bearer
+	// scheme; any other header carries the bare token.
+	TokenHeaders []string
+	// Leeway is the clock skew allowed on exp, nbf and iat. Negative is
+	// an error; zero means none.
+	Leeway time.Duration
+	// CacheSize bounds the verified-token cache; 0 disables it.
+	CacheSize int
+	// MinRefresh and MaxRefresh bound the background JWKS refresh
+	// interval the issuer asks for with Cache-Control max-age (or
+	// Expires); with no such header, MaxRefresh is used.
+	MinRefresh, MaxRefresh time.Duration
+	// RefetchInterval is the least time between two fetches made because
+	// a token named an unknown kid, so random kids cannot turn every
+	// check into a fetch.
+	RefetchInterval time.Duration
+	// FetchTimeout bounds one discovery or JWKS request.
+	FetchTimeout time.Duration
+	// HTTPClient fetches discovery and the JWKS; nil means a client with
+	// FetchTimeout.
+	HTTPClient *http.Client
+}
+
+// withDefaults validates c and returns it with defaults filled in.
+func (c Config) withDefaults() (Config, error) {
+	var errs []error
+	if c.Issuer == "" {
+		errs = append(errs, errors.New("issuer is required"))
+	}
+	if c.JWKSURL == "" && c.Issuer != "" {
+		if err := checkHTTPURL(c.Issuer); err != nil {
+			errs = append(errs, fmt.Errorf("issuer: %w (it is the discovery base when no JWKS URL is set)", err))
+		}
+	}
+	if c.JWKSURL != "" {
+		if err := checkHTTPURL(c.JWKSURL); err != nil {
+			errs = append(errs, fmt.Errorf("jwks url: %w", err))
+		}
+	}
+	if c.Audience == "" {
+		c.Audience = DefaultAudience
+	}
+	if c.Algorithms == nil {
+		c.Algorithms = DefaultAlgorithms
+	}
+	if len(c.Algorithms) == 0 {
+		errs = append(errs, errors.New("algorithm allowlist is empty"))
+	}
+	for _, a := range c.Algorithms {
+		if !supportedAlgorithms[a] {
+			errs = append(errs, fmt.Errorf("algorithm %q is not allowed (use ES256, ES384, ES512, RS256, RS384, RS512, PS256, PS384, PS512 or EdDSA)", a))
+		}
+	}
+	if c.TokenHeaders == nil {
+		c.TokenHeaders = DefaultTokenHeaders
+	}
+	if len(c.TokenHeaders) == 0 {
+		errs = append(errs, errors.New("token header list is empty"))
+	}
+	headers := make([]string, 0, len(c.TokenHeaders))
+	for _, h := range c.TokenHeaders {
+		lh := strings.ToLower(strings.TrimSpace(h))
+		if !validHeaderName(lh) {
+			errs = append(errs, fmt.Errorf("token header %q is not a valid header name", h))
+			continue
+		}
+		if identityHeader(lh) || strings.HasPrefix(lh, policyHeaderPrefix) {
+			errs = append(errs, fmt.Errorf("token header %q is reserved", h))
+			continue
+		}
+		headers = append(headers, lh)
+	}
+	c.TokenHeaders = headers
+	if c.Leeway < 0 {
+		errs = append(errs, fmt.Errorf("leeway %v is negative", c.Leeway))
+	}
+	if c.CacheSize < 0 {
+		errs = append(errs, fmt.Errorf("cache size %d is negative", c.CacheSize))
+	}
+	if c.MinRefresh == 0 {
+		c.MinRefresh = DefaultMinRefresh
+	}
+	if c.MaxRefresh == 0 {
+		c.MaxRefresh = DefaultMaxRefresh
+	}
+	if c.RefetchInterval == 0 {
+		c.RefetchInterval = DefaultRefetchInterval
+	}
+	if c.FetchTimeout == 0 {
+		c.FetchTimeout = DefaultFetchTimeout
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"min refresh", c.MinRefresh}, {"max refresh", c.MaxRefresh}, {"refetch interval", c.RefetchInterval}, {"fetch timeout", c.FetchTimeout}} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("%s %v is negative", d.name, d.v))
+		}
+	}
+	if c.MinRefresh > c.MaxRefresh {
+		errs = append(errs, fmt.Errorf("min refresh %v is above max refresh %v", c.MinRefresh, c.MaxRefresh))
+	}
+	if c.HTTPClient == nil {
+		c.HTTPClient = &http.Client{Timeout: c.FetchTimeout}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return c, fmt.Errorf("authz config: %w", err)
+	}
+	return c, nil
+}
+
+func checkHTTPURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return err
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%q is not an absolute http or https URL", s)
+	}
+	return nil
+}
+
+// validHeaderName reports whether s is a non-empty lowercase HTTP token.
+func validHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}

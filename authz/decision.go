@@ -1,0 +1,242 @@
+package authz
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// outcome is the HTTP-level result of a check.
+type outcome uint8
+
+const (
+	allowed          outcome = iota // 200
+	unauthenticated                 // 401: no usable token
+	permissionDenied                // 403: a valid token, not enough for the route
+	unavailable                     // 503: no key set to verify with
+	numOutcomes
+)
+
+func (o outcome) String() string {
+	switch o {
+	case allowed:
+		return "allow"
+	case unauthenticated, permissionDenied, unavailable:
+		return "deny"
+	}
+	return "unknown"
+}
+
+// httpStatus is the status a client sees for o.
+func (o outcome) httpStatus() int {
+	switch o {
+	case allowed:
+		return http.StatusOK
+	case unauthenticated:
+		return http.StatusUnauthorized
+	case permissionDenied:
+		return http.StatusForbidden
+	}
+	return http.StatusServiceUnavailable
+}
+
+// reason says why a check ended as it did. The set is closed, so it can
+// label metrics; the client never sees it, only the log and metrics do.
+type reason uint8
+
+const (
+	reasonVerified reason = iota
+	reasonCached
+	reasonNoToken
+	reasonTooLarge
+	reasonMalformed
+	reasonAlgNotAllowed
+	reasonCritHeader
+	reasonMissingKid
+	reasonUnknownKid
+	reasonAlgMismatch
+	reasonBadSignature
+	reasonMissingClaim
+	reasonExpired
+	reasonNotYetValid
+	reasonIssuedInFuture
+	reasonBadIssuer
+	reasonBadAudience
+	reasonBadClaims
+	reasonNoKeys
+	reasonBadPolicy
+	reasonMissingRole
+	numReasons
+)
+
+var reasons = [numReasons]struct {
+	name    string
+	outcome outcome
+}{
+	reasonVerified:       {"verified", allowed},
+	reasonCached:         {"cached", allowed},
+	reasonNoToken:        {"no_token", unauthenticated},
+	reasonTooLarge:       {"too_large", unauthenticated},
+	reasonMalformed:      {"malformed", unauthenticated},
+	reasonAlgNotAllowed:  {"alg_not_allowed", unauthenticated},
+	reasonCritHeader:     {"crit_header", unauthenticated},
+	reasonMissingKid:     {"missing_kid", unauthenticated},
+	reasonUnknownKid:     {"unknown_kid", unauthenticated},
+	reasonAlgMismatch:    {"alg_mismatch", unauthenticated},
+	reasonBadSignature:   {"bad_signature", unauthenticated},
+	reasonMissingClaim:   {"missing_claim", unauthenticated},
+	reasonExpired:        {"expired", unauthenticated},
+	reasonNotYetValid:    {"not_yet_valid", unauthenticated},
+	reasonIssuedInFuture: {"issued_in_future", unauthenticated},
+	reasonBadIssuer:      {"bad_issuer", unauthenticated},
+	reasonBadAudience:    {"bad_audience", unauthenticated},
+	reasonBadClaims:      {"bad_claims", unauthenticated},
+	reasonNoKeys:         {"no_keys", unavailable},
+	reasonBadPolicy:      {"bad_policy", permissionDenied},
+	reasonMissingRole:    {"missing_role", permissionDenied},
+}
+
+func (r reason) String() string { return reasons[r].name }
+
+func (r reason) outcome() outcome { return reasons[r].outcome }
+
+// failureReason classifies a verification error. Signature problems are
+// looked at before claims problems, so an expired token with a bad
+// signature is a bad signature, never merely "expired".
+func failureReason(err error) reason {
+	switch {
+	case errors.Is(err, errNotCompact):
+		return reasonMalformed
+	case errors.Is(err, errAlgNotAllowed):
+		return reasonAlgNotAllowed
+	case errors.Is(err, errCritHeader):
+		return reasonCritHeader
+	case errors.Is(err, errMissingKid):
+		return reasonMissingKid
+	case errors.Is(err, errNoKeys):
+		return reasonNoKeys
+	case errors.Is(err, errUnknownKid):
+		return reasonUnknownKid
+	case errors.Is(err, errAlgMismatch):
+		return reasonAlgMismatch
+	case errors.Is(err, errBadClaims):
+		return reasonBadClaims
+	case errors.Is(err, jwt.ErrTokenMalformed):
+		return reasonMalformed
+	case errors.Is(err, jwt.ErrTokenUnverifiable):
+		// golang-jwt knows no such algorithm ("None", "HS999") or none
+		// was given; the keyfunc's own errors were matched above.
+		return reasonAlgNotAllowed
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
+		return reasonBadSignature
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+		return reasonMissingClaim
+	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
+		return reasonBadIssuer
+	case errors.Is(err, jwt.ErrTokenInvalidAudience):
+		return reasonBadAudience
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return reasonExpired
+	case errors.Is(err, jwt.ErrTokenNotValidYet):
+		return reasonNotYetValid
+	case errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
+		return reasonIssuedInFuture
+	}
+	return reasonBadClaims
+}
+
+// decision is the result of one check.
+type decision struct {
+	reason reason
+	id     *identity // set when the token verified, even if the policy then denied
+	route  string
+	err    error // detail for the log only
+}
+
+func (d decision) outcome() outcome { return d.reason.outcome() }
+
+// findToken returns the token from the first configured header that has
+// one. An Authorization header with another scheme (Basic, say) is not a
+// token and the search goes on; "Bearer" with nothing usable after it is
+// a token that will fail verification. found is false when no header
+// carried a token at all.
+func (s *Server) findToken(hs headerSource) (tok string, found bool) {
+	for _, h := range s.cfg.TokenHeaders {
+		v, ok := hs.header(h)
+		if !ok {
+			continue
+		}
+		if h != "authorization" {
+			return v, true
+		}
+		scheme, rest, _ := strings.Cut(v, " ")
+		if !strings.EqualFold(scheme, "bearer") {
+			continue
+		}
+		return strings.TrimLeft(rest, " "), true
+	}
+	return "", false
+}
+
+// decide is the one decision procedure behind gRPC Check and HTTP
+// forward-auth: policy, token, cache, verification, roles.
+func (s *Server) decide(ctx context.Context, hs headerSource, pol policy, polErr error) decision {
+	d := decision{route: pol.route}
+	if polErr != nil {
+		d.reason, d.err = reasonBadPolicy, polErr
+		return d
+	}
+	tok, found := s.findToken(hs)
+	if !found {
+		d.reason = reasonNoToken
+		return d
+	}
+	if len(tok) > MaxTokenBytes {
+		d.reason = reasonTooLarge
+		return d
+	}
+	id, r, err := s.identify(ctx, tok)
+	if err != nil {
+		d.reason, d.err = r, err
+		return d
+	}
+	d.id, d.reason = id, r
+	if missing := pol.missingRole(id.roles); missing != "" {
+		d.reason = reasonMissingRole
+		d.err = errors.New("token lacks role " + missing)
+	}
+	return d
+}
+
+// identify returns the identity of a token from the cache or by full
+// verification, caching a fresh verification.
+func (s *Server) identify(ctx context.Context, tok string) (*identity, reason, error) {
+	if s.cache == nil {
+		id, _, err := s.verifier.verify(ctx, tok)
+		if err != nil {
+			return nil, failureReason(err), err
+		}
+		return id, reasonVerified, nil
+	}
+	h := sha256.Sum256([]byte(tok))
+	now := s.now()
+	if id, ok := s.cache.get(&h, now, s.keys.keys()); ok {
+		s.metrics.cacheHits.Inc()
+		return id, reasonCached, nil
+	}
+	s.metrics.cacheMisses.Inc()
+	id, key, err := s.verifier.verify(ctx, tok)
+	if err != nil {
+		return nil, failureReason(err), err
+	}
+	// Cache until exp, not exp+leeway: after exp a token must verify
+	// afresh, and the leeway is the verifier's business.
+	if id.exp.After(now) {
+		s.cache.put(&h, id, key, id.exp)
+	}
+	return id, reasonVerified, nil
+}

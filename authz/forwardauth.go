@@ -1,0 +1,116 @@
+package authz
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/tollgate-dev/tollgate/internal/httpapi"
+)
+
+// HeaderRemove is the response header through which Envoy's http_service
+// mode learns which request headers to remove before going upstream.
+const HeaderRemove = "x-envoy-auth-headers-to-remove"
+
+// serveForwardAuth answers a forward-auth subrequest from Envoy's
+// http_service mode, nginx auth_request, Traefik ForwardAuth or Caddy
+// forward_auth with the same decision gRPC Check makes: 200 with the
+// identity headers, or 401/403/503 with a challenge and a JSON body.
+// The policy comes in x-tollgate-* headers that only the proxy may set.
+func (s *Server) serveForwardAuth(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	ctx := r.Context()
+	pol, polErr := policyFromHeaders(r.Header)
+	d := s.decide(ctx, httpHeaders(r.Header), pol, polErr)
+	h := w.Header()
+	h.Set("Cache-Control", "no-store")
+	if d.outcome() == allowed {
+		var remove []string
+		for _, kv := range [...]struct{ k, v string }{
+			{HeaderUserID, d.id.sub},
+			{HeaderUserName, d.id.name},
+			{HeaderUserRoles, d.id.rolesHeader},
+		} {
+			if kv.v == "" {
+				remove = append(remove, kv.k)
+				continue
+			}
+			h.Set(kv.k, kv.v)
+		}
+		remove = append(remove, s.cfg.TokenHeaders...)
+		h.Set(HeaderRemove, strings.Join(remove, ","))
+		w.WriteHeader(http.StatusOK)
+	} else {
+		dn := denialFor(d)
+		if dn.challenge != "" {
+			h.Set("WWW-Authenticate", dn.challenge)
+		} else {
+			h.Set("Retry-After", retryAfter)
+		}
+		httpapi.WriteJSON(w, dn.status, map[string]string{"message": dn.message})
+	}
+	method, path := originalRequest(r)
+	s.record(ctx, protoHTTP, d, time.Since(start), httpapi.RequestID(ctx), method, path)
+}
+
+// httpHeaders reads forward-auth request headers the way Envoy presents
+// them in a CheckRequest: repeated headers joined with ",".
+type httpHeaders http.Header
+
+func (h httpHeaders) header(name string) (string, bool) {
+	vs := http.Header(h).Values(name)
+	switch len(vs) {
+	case 0:
+		return "", false
+	case 1:
+		return vs[0], true
+	}
+	return strings.Join(vs, ","), true
+}
+
+// policyFromHeaders reads the policy from x-tollgate-<key> headers. As
+// with context_extensions, an unknown key or a bad value is an error, and
+// so is a repeated header: a client's copy next to the proxy's must not
+// leave the proxy's requirement ambiguous.
+func policyFromHeaders(h http.Header) (policy, error) {
+	var p policy
+	for k, vs := range h {
+		lk := strings.ToLower(k)
+		key, ok := strings.CutPrefix(lk, policyHeaderPrefix)
+		if !ok {
+			continue
+		}
+		if len(vs) != 1 {
+			return policy{}, fmt.Errorf("%w: %s given %d times", errBadPolicy, lk, len(vs))
+		}
+		if err := p.set(key, vs[0]); err != nil {
+			return policy{}, err
+		}
+	}
+	return p, nil
+}
+
+// originalRequest returns the method and URI of the request being
+// authorized: nginx passes them in X-Original-Method/X-Original-URI,
+// Traefik and Caddy in X-Forwarded-Method/X-Forwarded-Uri, and Envoy's
+// http_service appends the original path to the /auth path prefix.
+func originalRequest(r *http.Request) (method, uri string) {
+	for _, p := range [...]struct{ method, uri string }{
+		{"X-Original-Method", "X-Original-Uri"},
+		{"X-Forwarded-Method", "X-Forwarded-Uri"},
+	} {
+		if u := r.Header.Get(p.uri); u != "" {
+			m := r.Header.Get(p.method)
+			if m == "" {
+				m = r.Method
+			}
+			return m, u
+		}
+	}
+	uri = strings.TrimPrefix(r.URL.RequestURI(), "/auth")
+	if uri == "" || uri[0] != '/' {
+		uri = "/" + uri
+	}
+	return r.Method, uri
+}
