@@ -1,0 +1,771 @@
+package envoy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/google/uuid"
+	"google.golang.org/grpc"
+)
+
+// Options adjust how a Gateway runs a bootstrap without editing it.
+type Options struct {
+	// Logger receives the gateway's logs, one line per request at Info;
+	// nil discards them.
+	Logger *slog.Logger
+	// ListenAddr, when not empty, replaces the listener's address, for
+	// example "127.0.0.1:0" in tests.
+	ListenAddr string
+	// AdminAddr, when not empty, replaces the admin address.
+	AdminAddr string
+	// Endpoints replaces the endpoints of the named clusters with one
+	// address ("host:port") each, for example to reach services started on
+	// ephemeral ports. Naming a cluster the bootstrap lacks is an error.
+	Endpoints map[string]string
+	// ShutdownTimeout bounds Serve's graceful shutdown; zero means 15s.
+	ShutdownTimeout time.Duration
+}
+
+// Gateway is the dev gateway: an HTTP server that behaves like Envoy for
+// the features of the bootstrap it was built from.
+type Gateway struct {
+	log      *slog.Logger
+	cfg      *compiled
+	clusters map[string]*upstream
+	authz    authv3.AuthorizationClient // nil without an ext_authz filter
+	conns    []*grpc.ClientConn
+	shutdown time.Duration
+
+	mu       sync.Mutex
+	started  bool
+	closed   bool
+	ln       net.Listener
+	adminLn  net.Listener
+	srv      *http.Server
+	adminSrv *http.Server
+	stopHC   context.CancelFunc
+	wg       sync.WaitGroup
+	errc     chan error
+	draining atomic.Bool
+}
+
+// NewGateway validates b (Validate), makes sure the gateway implements
+// every field it sets (Supported), and builds a gateway for it. Nothing
+// listens or connects until Start.
+func NewGateway(b *bootstrapv3.Bootstrap, opts Options) (*Gateway, error) {
+	if err := Validate(b); err != nil {
+		return nil, err
+	}
+	if err := Supported(b); err != nil {
+		return nil, err
+	}
+	cfg, err := compile(b, opts)
+	if err != nil {
+		return nil, err
+	}
+	if opts.ListenAddr != "" {
+		cfg.listenAddr = opts.ListenAddr
+	}
+	if opts.AdminAddr != "" {
+		cfg.adminAddr = opts.AdminAddr
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	g := &Gateway{
+		log:      log,
+		cfg:      cfg,
+		clusters: map[string]*upstream{},
+		shutdown: opts.ShutdownTimeout,
+		errc:     make(chan error, 2),
+	}
+	if g.shutdown <= 0 {
+		g.shutdown = 15 * time.Second
+	}
+	for name, cc := range cfg.clusters {
+		u, err := newUpstream(cc)
+		if err != nil {
+			g.closeConns()
+			return nil, err
+		}
+		g.clusters[name] = u
+		if u.conn != nil {
+			g.conns = append(g.conns, u.conn)
+		}
+	}
+	if cfg.authz != nil {
+		g.authz = authv3.NewAuthorizationClient(g.clusters[cfg.authz.cluster].conn)
+	}
+	return g, nil
+}
+
+// Start binds the listener and the admin listener and serves them in the
+// background; it also starts the clusters' health checks.
+func (g *Gateway) Start() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return errors.New("gateway closed")
+	}
+	if g.started {
+		return errors.New("gateway already started")
+	}
+	ln, err := net.Listen("tcp", g.cfg.listenAddr)
+	if err != nil {
+		return fmt.Errorf("gateway: listen on %s: %w", g.cfg.listenAddr, err)
+	}
+	var adminLn net.Listener
+	if g.cfg.adminAddr != "" {
+		adminLn, err = net.Listen("tcp", g.cfg.adminAddr)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("gateway admin: listen on %s: %w", g.cfg.adminAddr, err)
+		}
+	}
+	g.started = true
+	g.ln, g.adminLn = ln, adminLn
+	g.srv = &http.Server{
+		Handler:           g,
+		ReadHeaderTimeout: g.cfg.hcm.requestHeadersTimeout,
+		IdleTimeout:       g.cfg.hcm.idleTimeout,
+		MaxHeaderBytes:    maxRequestHeaders,
+		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
+		Protocols:         new(http.Protocols),
+	}
+	g.srv.Protocols.SetHTTP1(true)
+	if g.cfg.hcm.http2 {
+		// codec_type AUTO: HTTP/2 with prior knowledge on the same port.
+		g.srv.Protocols.SetUnencryptedHTTP2(true)
+	}
+	g.serve(g.srv, ln, "gateway")
+	if adminLn != nil {
+		g.adminSrv = &http.Server{Handler: g.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
+		g.serve(g.adminSrv, adminLn, "admin")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	g.stopHC = cancel
+	for _, u := range g.clusters {
+		for _, hc := range u.cfg.healthChecks {
+			g.wg.Go(func() { runHealthCheck(ctx, g.log, u, hc) })
+		}
+	}
+	g.log.Info("gateway listening", "addr", ln.Addr().String(), "admin", addrString(adminLn))
+	return nil
+}
+
+func addrString(l net.Listener) string {
+	if l == nil {
+		return ""
+	}
+	return l.Addr().String()
+}
+
+func (g *Gateway) serve(srv *http.Server, ln net.Listener, name string) {
+	g.wg.Go(func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			g.errc <- fmt.Errorf("%s: %w", name, err)
+		}
+	})
+}
+
+// Addr is the address the gateway listens on; nil before Start.
+func (g *Gateway) Addr() net.Addr {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.ln == nil {
+		return nil
+	}
+	return g.ln.Addr()
+}
+
+// AdminAddr is the admin listener's address; nil before Start or when the
+// bootstrap has no admin address.
+func (g *Gateway) AdminAddr() net.Addr {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.adminLn == nil {
+		return nil
+	}
+	return g.adminLn.Addr()
+}
+
+// Serve starts the gateway if Start was not called, serves until ctx is
+// done or a listener fails, then shuts down gracefully. A normal stop
+// returns nil.
+func (g *Gateway) Serve(ctx context.Context) error {
+	g.mu.Lock()
+	started := g.started
+	g.mu.Unlock()
+	if !started {
+		if err := g.Start(); err != nil {
+			return err
+		}
+	}
+	var serveErr error
+	select {
+	case <-ctx.Done():
+		g.log.Info("gateway shutting down", "reason", context.Cause(ctx))
+	case serveErr = <-g.errc:
+		g.log.Error("gateway failed", "err", serveErr)
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.shutdown)
+	defer cancel()
+	if err := g.Shutdown(sctx); err != nil && serveErr == nil {
+		serveErr = err
+	}
+	return serveErr
+}
+
+// Shutdown stops accepting requests, lets in-flight ones finish within
+// ctx, then closes everything. The admin /ready answers 503 meanwhile.
+func (g *Gateway) Shutdown(ctx context.Context) error {
+	g.draining.Store(true)
+	g.mu.Lock()
+	if g.closed {
+		g.mu.Unlock()
+		return nil
+	}
+	g.closed = true
+	srv, adminSrv := g.srv, g.adminSrv
+	g.mu.Unlock()
+	var errs []error
+	if srv != nil {
+		if err := srv.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("gateway shutdown: %w", err))
+			srv.Close()
+		}
+	}
+	if adminSrv != nil {
+		if err := adminSrv.Shutdown(ctx); err != nil {
+			adminSrv.Close()
+		}
+	}
+	g.finish()
+	return errors.Join(errs...)
+}
+
+// Close stops the gateway at once, dropping in-flight requests.
+func (g *Gateway) Close() error {
+	g.draining.Store(true)
+	g.mu.Lock()
+	if g.closed {
+		g.mu.Unlock()
+		return nil
+	}
+	g.closed = true
+	srv, adminSrv := g.srv, g.adminSrv
+	g.mu.Unlock()
+	if srv != nil {
+		srv.Close()
+	}
+	if adminSrv != nil {
+		adminSrv.Close()
+	}
+	g.finish()
+	return nil
+}
+
+func (g *Gateway) finish() {
+	if g.stopHC != nil {
+		g.stopHC()
+	}
+	g.wg.Wait()
+	g.closeConns()
+	for _, u := range g.clusters {
+		if u.transport != nil {
+			u.transport.CloseIdleConnections()
+		}
+	}
+}
+
+func (g *Gateway) closeConns() {
+	for _, c := range g.conns {
+		c.Close()
+	}
+	g.conns = nil
+}
+
+// adminHandler is the part of Envoy's admin interface the gateway has:
+// GET /ready answers "LIVE" while serving.
+func (g *Gateway) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=UTF-8")
+		if g.draining.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, "DRAINING\n")
+			return
+		}
+		io.WriteString(w, "LIVE\n")
+	})
+	return mux
+}
+
+// Handler is the gateway's request handler, for callers that run their
+// own server. It still needs the listener's local address in the request
+// context (http.LocalAddrContextKey), which http.Server provides.
+func (g *Gateway) Handler() http.Handler { return g }
+
+// stream is one request's state as it passes through the HCM, ext_authz
+// and the router.
+type stream struct {
+	id                uint64
+	start             time.Time
+	r                 *http.Request
+	h                 *headerMap
+	route             *route
+	responseMutations []headerMutation // ext_authz OK response_headers_to_add
+	authz             string           // outcome, for the log
+	status            int
+}
+
+// ServeHTTP runs one request the way Envoy's HTTP connection manager,
+// ext_authz filter and router would.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s := &stream{id: rand.Uint64(), start: time.Now(), r: r, authz: "skipped"}
+	defer func() {
+		g.log.Info("request", "method", r.Method, "path", r.URL.RequestURI(), "status", s.status,
+			"route", routeName(s.route), "authz", s.authz, "request_id", s.h.valueOrEmpty("x-request-id"),
+			"duration", time.Since(s.start))
+	}()
+	g.serveStream(w, s)
+}
+
+func routeName(r *route) string {
+	if r == nil {
+		return ""
+	}
+	return r.name
+}
+
+func (h *headerMap) valueOrEmpty(key string) string {
+	if h == nil {
+		return ""
+	}
+	return h.value(key)
+}
+
+func (g *Gateway) serveStream(w http.ResponseWriter, s *stream) {
+	r := s.r
+	// --- codec
+	if r.ProtoMajor == 1 && r.ProtoMinor == 0 {
+		// http_protocol_options.accept_http_10 is off by default.
+		g.localReply(w, s, http.StatusUpgradeRequired, "", nil)
+		return
+	}
+	h, status := g.requestHeaders(r)
+	if status != 0 {
+		g.localReply(w, s, status, http.StatusText(status), nil)
+		return
+	}
+	s.h = h
+
+	// --- HTTP connection manager
+	if r.Method == http.MethodConnect || isUpgrade(r) {
+		// No upgrade_configs: Envoy refuses upgrades and CONNECT.
+		g.localReply(w, s, http.StatusForbidden, "", nil)
+		return
+	}
+	path := h.value(":path")
+	if !strings.HasPrefix(path, "/") {
+		// Only relative paths are routed (downstream_rq_non_relative_path).
+		g.localReply(w, s, http.StatusNotFound, "", nil)
+		return
+	}
+	if strings.Contains(path, "#") {
+		// http_reject_path_with_fragment.
+		g.localReply(w, s, http.StatusBadRequest, "", nil)
+		return
+	}
+	path, ok := g.normalizePath(path)
+	if !ok {
+		g.localReply(w, s, http.StatusBadRequest, "", nil)
+		return
+	}
+	h.set(":path", path)
+	g.mutateRequestHeaders(h, r)
+
+	// --- routing
+	vh, rt := g.cfg.routes.findRoute(h)
+	if rt == nil {
+		// No route: ext_authz skips the check and the router answers 404.
+		g.localReply(w, s, http.StatusNotFound, "", nil)
+		return
+	}
+	s.route = rt
+
+	// --- ext_authz
+	if g.cfg.authz != nil {
+		disabled, ctxExt := authzSettings(vh, rt)
+		if !disabled && !g.check(w, s, ctxExt) {
+			return
+		}
+	}
+
+	// --- router
+	for _, k := range rt.requestHeadersToRemove {
+		h.remove(k)
+	}
+	if rt.direct != nil {
+		g.localReply(w, s, rt.direct.status, rt.direct.body, rt.responseHeadersToAdd)
+		return
+	}
+	g.proxy(w, s)
+}
+
+// requestHeaders builds Envoy's request header map from what the codec
+// received: pseudo-headers first, then the headers with lowercase names,
+// without connection-specific ones. A non-zero status rejects the request.
+func (g *Gateway) requestHeaders(r *http.Request) (*headerMap, int) {
+	h := &headerMap{}
+	h.add(":authority", r.Host)
+	h.add(":path", requestPath(r))
+	h.add(":method", r.Method)
+	h.add(":scheme", "http")
+	names := make([]string, 0, len(r.Header))
+	for k := range r.Header {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	hopByHop := connectionHeaders(r.Header)
+	for _, k := range names {
+		lk := strings.ToLower(k)
+		if strings.Contains(lk, "_") {
+			switch g.cfg.hcm.underscores {
+			case corev3.HttpProtocolOptions_REJECT_REQUEST:
+				return nil, http.StatusBadRequest
+			case corev3.HttpProtocolOptions_DROP_HEADER:
+				continue
+			}
+		}
+		if hopByHop[lk] {
+			continue
+		}
+		if lk == "te" {
+			// Only "te: trailers" survives (HCM mutateRequestHeaders).
+			if slices.ContainsFunc(r.Header[k], func(v string) bool { return strings.EqualFold(strings.TrimSpace(v), "trailers") }) {
+				h.add("te", "trailers")
+			}
+			continue
+		}
+		for _, v := range r.Header[k] {
+			h.add(lk, v)
+		}
+	}
+	return h, 0
+}
+
+// requestPath is the request target as :path: the origin form as sent, or
+// the path and query of an absolute-form target (allow_absolute_url).
+func requestPath(r *http.Request) string {
+	p := r.RequestURI
+	if strings.HasPrefix(p, "/") || r.Method == http.MethodConnect {
+		return p
+	}
+	if u, err := url.Parse(p); err == nil && u.Scheme != "" && u.Host != "" {
+		rest := strings.TrimPrefix(p, u.Scheme+"://"+u.Host)
+		if rest == p {
+			return p
+		}
+		if rest == "" || rest[0] == '?' {
+			rest = "/" + rest
+		}
+		return rest
+	}
+	return p
+}
+
+// connectionHeaders returns the lowercase names Envoy drops as
+// connection-specific: the standard hop-by-hop headers and any named in
+// Connection.
+func connectionHeaders(hdr http.Header) map[string]bool {
+	m := map[string]bool{
+		"connection": true, "keep-alive": true, "proxy-connection": true,
+		"transfer-encoding": true, "upgrade": true,
+	}
+	for _, v := range hdr.Values("Connection") {
+		for _, f := range strings.Split(v, ",") {
+			if f = strings.ToLower(strings.TrimSpace(f)); f != "" && f != "te" {
+				m[f] = true
+			}
+		}
+	}
+	return m
+}
+
+func isUpgrade(r *http.Request) bool {
+	if r.ProtoMajor != 1 || r.Header.Get("Upgrade") == "" {
+		return false
+	}
+	for _, v := range r.Header.Values("Connection") {
+		for _, f := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(f), "upgrade") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// normalizePath applies path_with_escaped_slashes_action, normalize_path
+// and merge_slashes in Envoy's order; ok is false when the request must
+// be rejected with 400.
+func (g *Gateway) normalizePath(p string) (string, bool) {
+	if g.cfg.hcm.escapedSlashes != hcmv3.HttpConnectionManager_KEEP_UNCHANGED {
+		unescaped, found := unescapeSlashes(p)
+		if found {
+			if g.cfg.hcm.escapedSlashes == hcmv3.HttpConnectionManager_REJECT_REQUEST {
+				return "", false
+			}
+			p = unescaped // UNESCAPE_AND_FORWARD
+		}
+	}
+	if g.cfg.hcm.normalizePath {
+		var ok bool
+		if p, ok = canonicalizePath(p); !ok {
+			return "", false
+		}
+	}
+	if g.cfg.hcm.mergeSlashes {
+		p = mergeSlashes(p)
+	}
+	return p, true
+}
+
+// mutateRequestHeaders is ConnectionManagerUtility::mutateRequestHeaders
+// for an edge proxy (use_remote_address: true) where no client address is
+// internal (Envoy 1.33 and later without internal_address_config).
+func (g *Gateway) mutateRequestHeaders(h *headerMap, r *http.Request) {
+	ip := remoteIP(r)
+	// The client is external: its Envoy-internal headers are not trusted.
+	// Envoy strips a fixed list of them; the gateway strips every x-envoy-*.
+	h.removeIf(func(k string) bool { return strings.HasPrefix(k, "x-envoy-") })
+	if xff, ok := h.joined("x-forwarded-for"); ok && xff != "" {
+		h.set("x-forwarded-for", xff+","+ip)
+	} else {
+		h.set("x-forwarded-for", ip)
+	}
+	h.set("x-forwarded-proto", "http")
+	h.set("x-envoy-external-address", ip)
+	if g.cfg.hcm.generateRequestID && (!h.has("x-request-id") || !g.cfg.hcm.preserveExternalRequestID) {
+		h.set("x-request-id", uuid.NewString())
+	}
+}
+
+func remoteIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+func localAddr(r *http.Request) net.Addr {
+	if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+		return a
+	}
+	return &net.TCPAddr{}
+}
+
+func remoteAddr(r *http.Request) net.Addr {
+	if ap, err := net.ResolveTCPAddr("tcp", r.RemoteAddr); err == nil {
+		return ap
+	}
+	return &net.TCPAddr{}
+}
+
+// check runs the ext_authz filter; it reports whether the request goes on
+// to the router, having answered the client itself otherwise.
+func (g *Gateway) check(w http.ResponseWriter, s *stream, ctxExt map[string]string) bool {
+	af := g.cfg.authz
+	req := newCheckRequest(s.h, remoteAddr(s.r), localAddr(s.r), protocolString(s.r), s.id, s.start, ctxExt)
+	ctx, cancel := context.WithTimeout(s.r.Context(), af.timeout)
+	resp, err := g.authz.Check(ctx, req)
+	cancel()
+	var res checkResult
+	if err != nil {
+		res = checkResult{outcome: checkError, detail: err.Error()}
+	} else {
+		res = interpret(resp, af.validateMutations)
+	}
+	s.authz = res.outcome.String()
+	switch res.outcome {
+	case checkOK:
+		for _, m := range res.requestMutations {
+			m.apply(s.h)
+		}
+		for _, k := range res.headersToRemove {
+			if isRemovableHeader(k) {
+				s.h.remove(k)
+			}
+		}
+		s.responseMutations = res.responseMutations
+		return true
+	case checkDenied:
+		g.log.Debug("ext_authz denied", "detail", res.detail, "status", res.status)
+		g.localReply(w, s, res.status, res.body, res.localMutations)
+		return false
+	case checkInvalid:
+		g.log.Warn("ext_authz response rejected", "detail", res.detail)
+		g.localReply(w, s, http.StatusInternalServerError, "", nil)
+		return false
+	default: // checkError
+		if af.failureModeAllow {
+			g.log.Warn("ext_authz failed; allowing the request (failure_mode_allow)", "err", res.detail)
+			s.authz = "error-allowed"
+			return true
+		}
+		g.log.Warn("ext_authz failed; failing closed", "err", res.detail, "status", af.statusOnError)
+		g.localReply(w, s, af.statusOnError, "", nil)
+		return false
+	}
+}
+
+// localReply answers the client from the gateway (Envoy's sendLocalReply):
+// the mutations (a route's response_headers_to_add, or a denial's headers)
+// apply first, then content-length and, for a body without one, a
+// text/plain content-type.
+func (g *Gateway) localReply(w http.ResponseWriter, s *stream, status int, body string, mutations []headerMutation) {
+	hdr := w.Header()
+	clear(hdr)
+	for _, m := range mutations {
+		m.applyHTTP(hdr)
+	}
+	g.finalizeResponse(hdr, s)
+	hdr.Set("Content-Length", strconv.Itoa(len(body)))
+	if body != "" && hdr.Get("Content-Type") == "" {
+		hdr.Set("Content-Type", "text/plain")
+	}
+	if body == "" {
+		hdr["Content-Type"] = nil // no sniffing
+	}
+	s.status = status
+	w.WriteHeader(status)
+	if s.r.Method != http.MethodHead {
+		io.WriteString(w, body)
+	}
+}
+
+// finalizeResponse applies the encoder side shared by every response:
+// ext_authz's saved response_headers_to_add, then the HCM's server header
+// (server_header_transformation OVERWRITE).
+func (g *Gateway) finalizeResponse(hdr http.Header, s *stream) {
+	for _, m := range s.responseMutations {
+		m.applyHTTP(hdr)
+	}
+	hdr.Set("Server", "envoy")
+}
+
+// upstream is a cluster the gateway can reach.
+type upstream struct {
+	cfg       *clusterConfig
+	next      atomic.Uint64
+	transport *http.Transport  // HTTP/1 clusters
+	conn      *grpc.ClientConn // HTTP/2 (gRPC) clusters
+}
+
+// pick returns the next endpoint, round robin (lb_policy ROUND_ROBIN).
+func (u *upstream) pick() string {
+	n := u.next.Add(1) - 1
+	return u.cfg.endpoints[n%uint64(len(u.cfg.endpoints))]
+}
+
+// proxy is the router forwarding the request to the route's cluster,
+// streaming both ways.
+func (g *Gateway) proxy(w http.ResponseWriter, s *stream) {
+	u := g.clusters[s.route.cluster]
+	endpoint := u.pick()
+	h := s.h
+	target, err := upstreamURL(endpoint, h.value(":path"))
+	if err != nil {
+		g.localReply(w, s, http.StatusBadRequest, "", nil)
+		return
+	}
+	sent := time.Now()
+	rp := &httputil.ReverseProxy{
+		Transport:     u.transport,
+		FlushInterval: -1,
+		ErrorLog:      slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL = target
+			pr.Out.Host = h.value(":authority")
+			pr.Out.Header = h.httpHeader()
+			if _, ok := pr.Out.Header["User-Agent"]; !ok {
+				pr.Out.Header["User-Agent"] = []string{""} // no Go default
+			}
+		},
+		ModifyResponse: func(resp *http.Response) error {
+			for _, m := range s.route.responseHeadersToAdd {
+				m.applyHTTP(resp.Header)
+			}
+			resp.Header.Set("X-Envoy-Upstream-Service-Time", strconv.FormatInt(time.Since(sent).Milliseconds(), 10))
+			g.finalizeResponse(resp.Header, s)
+			s.status = resp.StatusCode
+			return nil
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			status, body := upstreamFailure(err)
+			g.log.Warn("upstream request failed", "cluster", u.cfg.name, "endpoint", endpoint, "err", err)
+			g.localReply(w, s, status, body, s.route.responseHeadersToAdd)
+		},
+	}
+	// A response without a content-type must not get one sniffed.
+	w.Header()["Content-Type"] = nil
+	ctx, cancel := context.WithTimeout(s.r.Context(), defaultRouteTimeout)
+	defer cancel()
+	rp.ServeHTTP(w, s.r.WithContext(ctx))
+}
+
+// upstreamURL is the URL whose request-URI is exactly path, sent to
+// endpoint.
+func upstreamURL(endpoint, path string) (*url.URL, error) {
+	p, q := splitQuery(path)
+	u := &url.URL{Scheme: "http", Host: endpoint}
+	if q != "" {
+		u.RawQuery = q[1:]
+		u.ForceQuery = q == "?"
+	}
+	if !strings.HasPrefix(p, "//") {
+		u.Opaque = p // sent byte for byte
+		return u, nil
+	}
+	// An opaque "//x" would be written as an absolute URL.
+	unescaped, err := url.PathUnescape(p)
+	if err != nil {
+		return nil, err
+	}
+	u.Path, u.RawPath = unescaped, p
+	return u, nil
+}
+
+// upstreamFailure maps a failed upstream exchange to Envoy's local reply.
+func upstreamFailure(err error) (int, string) {
+	var ne net.Error
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return http.StatusGatewayTimeout, "upstream request timeout"
+	case errors.Is(err, syscall.ECONNREFUSED), errors.As(err, &ne) && ne.Timeout():
+		return http.StatusServiceUnavailable, "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
+	}
+	return http.StatusServiceUnavailable, "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
+}
