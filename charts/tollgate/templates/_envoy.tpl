@@ -7,14 +7,16 @@ is chart-only: /ready for the kubelet and /stats/prometheus for scraping,
 never on the public port.
 */}}
 {{- define "tollgate.envoyBootstrap" -}}
+node:
+  id: tollgate-gateway
+  cluster: tollgate
 admin:
   address:
     socket_address: {address: 127.0.0.1, port_value: {{ include "tollgate.envoyAdminPort" . }}}
 static_resources:
   listeners:
-  - name: ingress
-    address:
-      socket_address: {address: 0.0.0.0, port_value: {{ include "tollgate.gatewayPort" . }}}
+  - name: ingress_http
+    address: {socket_address: {address: 0.0.0.0, port_value: {{ include "tollgate.gatewayPort" . }}}}
     filter_chains:
     - filters:
       - name: envoy.filters.network.http_connection_manager
@@ -22,73 +24,127 @@ static_resources:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: ingress_http
           codec_type: AUTO
+          # Edge proxy: the peer address is the client. Envoy appends it to
+          # x-forwarded-for, sets x-forwarded-proto, strips the client's
+          # internal x-envoy-* headers and (with preserve_external_request_id
+          # left false) replaces any client x-request-id.
           use_remote_address: true
+          generate_request_id: true
+          # Path tricks must not reach a route under a weaker check: the
+          # path is RFC 3986-normalized (dot segments, %2e, backslashes),
+          # adjacent slashes are merged, and encoded slashes (%2F, %5C) are
+          # refused with 400 because no route of this API has a slash
+          # inside a segment (a redirect would only help confused clients
+          # retry, and curl does not follow it without -L).
           normalize_path: true
           merge_slashes: true
           path_with_escaped_slashes_action: REJECT_REQUEST
-          generate_request_id: true
+          request_headers_timeout: 10s
+          common_http_protocol_options:
+            # x_user_id must never be read as x-user-id by some framework
+            # that folds underscores into dashes.
+            headers_with_underscores_action: REJECT_REQUEST
           route_config:
             name: tollgate
             virtual_hosts:
             - name: tollgate
               domains: ["*"]
               routes:
-              - match: {path: /register, headers: [{name: ":method", string_match: {exact: POST}}]}
+              # --- public issuer routes: no check, identity headers stripped
+              # (route-level removal runs in the router, after ext_authz, so
+              # it is only used where ext_authz is disabled).
+              - name: register
+                match:
+                  path: /register
+                  headers: [{name: ":method", string_match: {exact: POST}}]
                 route: {cluster: issuer}
                 request_headers_to_remove: [x-user-id, x-user-name, x-user-roles]
                 typed_per_filter_config:
                   envoy.filters.http.ext_authz:
                     "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
                     disabled: true
-              - match: {path: /login, headers: [{name: ":method", string_match: {exact: POST}}]}
+              - name: login
+                match:
+                  path: /login
+                  headers: [{name: ":method", string_match: {exact: POST}}]
                 route: {cluster: issuer}
                 request_headers_to_remove: [x-user-id, x-user-name, x-user-roles]
                 typed_per_filter_config:
                   envoy.filters.http.ext_authz:
                     "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
                     disabled: true
-              - match: {path: /.well-known/jwks.json}
+              - name: jwks
+                match:
+                  path: /.well-known/jwks.json
+                  headers: [{name: ":method", string_match: {safe_regex: {regex: "GET|HEAD"}}}]
                 route: {cluster: issuer}
                 request_headers_to_remove: [x-user-id, x-user-name, x-user-roles]
                 typed_per_filter_config:
                   envoy.filters.http.ext_authz:
                     "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
                     disabled: true
-              - match: {path: /.well-known/openid-configuration}
+              - name: openid-configuration
+                match:
+                  path: /.well-known/openid-configuration
+                  headers: [{name: ":method", string_match: {safe_regex: {regex: "GET|HEAD"}}}]
                 route: {cluster: issuer}
                 request_headers_to_remove: [x-user-id, x-user-name, x-user-roles]
                 typed_per_filter_config:
                   envoy.filters.http.ext_authz:
                     "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
                     disabled: true
-              - match: {path: /users}
+              # --- protected routes: the requirement travels to authz in
+              # context_extensions; authz overwrites the identity headers.
+              - name: users
+                match:
+                  path: /users
+                  headers: [{name: ":method", string_match: {safe_regex: {regex: "GET|HEAD"}}}]
                 route: {cluster: issuer}
                 typed_per_filter_config:
                   envoy.filters.http.ext_authz:
                     "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
-                    check_settings: {context_extensions: {require: admin, route: users}}
-              - match: {path: /book}
+                    check_settings:
+                      context_extensions: {require: admin, route: users}
+              - name: book
+                match:
+                  path: /book
+                  headers: [{name: ":method", string_match: {exact: POST}}]
                 route: {cluster: books}
                 typed_per_filter_config:
                   envoy.filters.http.ext_authz:
                     "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
-                    check_settings: {context_extensions: {route: books}}
-              - match: {path: /books}
+                    check_settings:
+                      context_extensions: {route: books}
+              - name: books
+                match:
+                  path: /books
+                  headers: [{name: ":method", string_match: {safe_regex: {regex: "GET|HEAD|POST"}}}]
                 route: {cluster: books}
                 typed_per_filter_config:
                   envoy.filters.http.ext_authz:
                     "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
-                    check_settings: {context_extensions: {route: books}}
-              - match: {prefix: /books/}
+                    check_settings:
+                      context_extensions: {route: books}
+              - name: book-by-id
+                match:
+                  prefix: /books/
+                  headers: [{name: ":method", string_match: {safe_regex: {regex: "GET|HEAD|PUT|PATCH|DELETE"}}}]
                 route: {cluster: books}
                 typed_per_filter_config:
                   envoy.filters.http.ext_authz:
                     "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
-                    check_settings: {context_extensions: {route: books}}
-              - match: {prefix: /}
+                    check_settings:
+                      context_extensions: {route: books}
+              # --- everything else: answered here, never forwarded, and not
+              # sent to authz (an unknown path is a 404 with or without a token).
+              - name: not-found
+                match: {prefix: /}
                 direct_response:
                   status: 404
-                  body: {inline_string: "{\"error\":\"not found\"}"}
+                  body: {inline_string: "{\"error\":\"not found\"}\n"}
+                response_headers_to_add:
+                - header: {key: content-type, value: application/json}
+                  append_action: OVERWRITE_IF_EXISTS_OR_ADD
                 typed_per_filter_config:
                   envoy.filters.http.ext_authz:
                     "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
@@ -101,6 +157,8 @@ static_resources:
               grpc_service:
                 envoy_grpc: {cluster_name: authz}
                 timeout: 0.5s
+              # Fail closed: no decision (error, timeout, authz down) is 503,
+              # never a forwarded request.
               failure_mode_allow: false
               status_on_error: {code: ServiceUnavailable}
               validate_mutations: true
@@ -158,7 +216,7 @@ static_resources:
       interval: 5s
       unhealthy_threshold: 2
       healthy_threshold: 1
-      grpc_health_check: {service_name: ""}
+      grpc_health_check: {}
   - name: issuer
     type: STRICT_DNS
     connect_timeout: 1s
