@@ -377,26 +377,37 @@ type testEnv struct {
 	conn   *grpc.ClientConn
 }
 
-// newTestEnv starts a Server verifying tokens of key (served by a fresh
-// JWKS server) with cfg's other settings, and waits until it is ready
-// unless cfg.Issuer is "notready".
+// newTestEnv starts a Server verifying tokens of keys (served by a fresh
+// JWKS server) with cfg's other settings. Tests that need keys loaded
+// call waitReady.
 func newTestEnv(t testing.TB, cfg Config, keys ...*testKey) *testEnv {
 	t.Helper()
-	e := &testEnv{t: t, logs: newLogRecorder(), reg: prometheus.NewRegistry()}
 	if len(keys) == 0 {
 		keys = []*testKey{newTestKey(t, "ES256", "main")}
 	}
+	e := newTestEnvWithJWKS(t, cfg, newJWKSServer(t, keys...))
 	e.key = keys[0]
-	e.jwks = newJWKSServer(t, keys...)
+	return e
+}
+
+// newTestEnvWithJWKS is newTestEnv with a JWKS server the test set up.
+func newTestEnvWithJWKS(t testing.TB, cfg Config, jw *jwksServer) *testEnv {
+	t.Helper()
+	e := &testEnv{t: t, logs: newLogRecorder(), reg: prometheus.NewRegistry(), jwks: jw}
 	if cfg.Issuer == "" {
 		cfg.Issuer = testIssuer
 	}
-	if cfg.JWKSURL == "" {
-		cfg.JWKSURL = e.jwks.jwksURL()
+	switch cfg.JWKSURL {
+	case "":
+		cfg.JWKSURL = jw.jwksURL()
+	case "-": // discover it
+		cfg.JWKSURL = ""
 	}
 	if cfg.MinRefresh == 0 {
 		cfg.MinRefresh = time.Hour
-		cfg.MaxRefresh = time.Hour
+	}
+	if cfg.MaxRefresh == 0 {
+		cfg.MaxRefresh = max(time.Hour, cfg.MinRefresh)
 	}
 	srv, err := New(context.Background(), cfg, slog.New(e.logs), e.reg)
 	if err != nil {
@@ -512,4 +523,37 @@ func describe(resp *authv3.CheckResponse) string {
 		return fmt.Sprint(d.GetStatus().GetCode())
 	}
 	return fmt.Sprintf("status %d with no response", resp.GetStatus().GetCode())
+}
+
+// counterValue reads one labelled counter (or gauge) from reg; 0 when the
+// series does not exist.
+func counterValue(t testing.TB, reg *prometheus.Registry, name, label, value string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			match := label == ""
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == label && lp.GetValue() == value {
+					match = true
+				}
+			}
+			if !match {
+				continue
+			}
+			switch {
+			case m.GetCounter() != nil:
+				return m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				return m.GetGauge().GetValue()
+			}
+		}
+	}
+	return 0
 }

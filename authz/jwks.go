@@ -299,24 +299,31 @@ func (s *keySource) fetchOnce(ctx context.Context) (next *keySet, refresh time.D
 // MinRefresh with no-store or no-cache.
 func (s *keySource) refreshInterval(h http.Header) time.Duration {
 	d := s.cfg.MaxRefresh
+	if exp := h.Get("Expires"); exp != "" {
+		d = expiresIn(h, exp)
+	}
 	if cc := h.Get("Cache-Control"); cc != "" {
-		dir, err := httpcc.ParseResponse(cc)
-		switch {
-		case err != nil:
-		case dir.NoStore() || dir.NoCache() != nil:
-			d = 0
-		default:
-			if maxAge, ok := dir.MaxAge(); ok {
+		// httpcc.ParseResponse cannot tell a bare no-cache from none, so
+		// read the directives it tokenizes.
+		tokens, err := httpcc.ParseResponseDirectives(cc)
+		if err != nil {
+			return s.cfg.MaxRefresh
+		}
+		for _, tok := range tokens {
+			switch strings.ToLower(tok.Name) {
+			case httpcc.NoStore, httpcc.NoCache:
+				return s.cfg.MinRefresh
+			case httpcc.MaxAge:
+				maxAge, err := strconv.ParseUint(tok.Value, 10, 64)
+				if err != nil {
+					return s.cfg.MaxRefresh
+				}
 				d = time.Duration(min(maxAge, uint64(s.cfg.MaxRefresh/time.Second)+1)) * time.Second
 				if age, err := strconv.ParseUint(h.Get("Age"), 10, 32); err == nil {
 					d -= time.Duration(age) * time.Second
 				}
-			} else if exp := h.Get("Expires"); exp != "" {
-				d = expiresIn(h, exp)
 			}
 		}
-	} else if exp := h.Get("Expires"); exp != "" {
-		d = expiresIn(h, exp)
 	}
 	return min(max(d, s.cfg.MinRefresh), s.cfg.MaxRefresh)
 }
