@@ -319,7 +319,9 @@ func (s *Service) start(ctx context.Context, reg *prometheus.Registry) error {
 			return err
 		}
 	}
+	s.metrics = newMetrics(reg, s)
 	s.keys = newKeyring(dir, s.alg, cfg.KeyActivationDelay, retireGrace, cfg.Now, keyRows{s.db}, s.log)
+	s.keys.events = func(kind string) { s.metrics.keyEvents.WithLabelValues(kind).Inc() }
 	if err := s.keys.reload(ctx); err != nil {
 		return fmt.Errorf("load signing keys: %w", err)
 	}
@@ -327,8 +329,6 @@ func (s *Service) start(ctx context.Context, reg *prometheus.Registry) error {
 		return err
 	}
 
-	s.metrics = newMetrics(reg, s)
-	s.keys.events = func(kind string) { s.metrics.keyEvents.WithLabelValues(kind).Inc() }
 	s.health = server.NewHealth(map[string]server.Check{
 		"database":    s.db.Ping,
 		"signing_key": s.signingKeyReady,
@@ -382,7 +382,7 @@ func ensureGeneratedKey(dir string, alg jwa.SignatureAlgorithm, log *slog.Logger
 		return err
 	}
 	for _, f := range files {
-		if kp, err := parseKeyPEM(f.data); err == nil && kp.alg == alg {
+		if kp, err := parseKeyPEM(f.data); f.err == nil && err == nil && kp.alg == alg {
 			return nil
 		}
 	}
@@ -410,12 +410,18 @@ func (s *Service) Ready(ctx context.Context) error { return s.health.Ready(ctx) 
 // SetStopping makes /readyz fail from now on, for a graceful shutdown.
 func (s *Service) SetStopping() { s.health.SetStopping() }
 
-// Close stops watching the key directory and closes the database.
+// Close stops watching the key directory, stores which keys this
+// process signed with, and closes the database.
 func (s *Service) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
 		s.stopPoll()
 		<-s.pollDone
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if ferr := s.keys.flush(ctx); ferr != nil {
+			s.log.Error("store signing key use at shutdown; a removed key may be withdrawn early", "err", ferr)
+		}
 		err = s.db.Close()
 	})
 	return err

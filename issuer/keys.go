@@ -102,7 +102,11 @@ func newKeyring(dir string, alg jwa.SignatureAlgorithm, delay, grace time.Durati
 type dirFile struct {
 	name string
 	data []byte
+	err  error // why data could not be read
 }
+
+// errKeyFileTooLarge is a file in the key directory too large to be a key.
+var errKeyFileTooLarge = errors.New("file is larger than a key file can be")
 
 // readDir reads every candidate key file of the directory, in name order.
 func (kr *keyring) readDir() ([]dirFile, error) {
@@ -127,13 +131,16 @@ func (kr *keyring) readDir() ([]dirFile, error) {
 			continue
 		}
 		data, err := readLimited(path, maxKeyFileSize)
-		if err != nil {
-			if errors.Is(err, os.ErrNotExist) {
-				continue
-			}
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			continue
+		case errors.Is(err, errKeyFileTooLarge):
+			files = append(files, dirFile{name: e.Name(), err: err})
+		case err != nil:
 			return nil, fmt.Errorf("read key file: %w", err)
+		default:
+			files = append(files, dirFile{name: e.Name(), data: data})
 		}
-		files = append(files, dirFile{name: e.Name(), data: data})
 	}
 	return files, nil
 }
@@ -149,7 +156,7 @@ func readLimited(path string, limit int64) ([]byte, error) {
 		return nil, err
 	}
 	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("%s is larger than %d bytes", filepath.Base(path), limit)
+		return nil, fmt.Errorf("%w (%d bytes)", errKeyFileTooLarge, limit)
 	}
 	return data, nil
 }
@@ -165,7 +172,11 @@ type loadedKey struct {
 func (kr *keyring) parseFiles(files []dirFile) map[string]loadedKey {
 	loaded := map[string]loadedKey{}
 	for _, f := range files {
-		kp, err := parseKeyPEM(f.data)
+		err := f.err
+		var kp keyPair
+		if err == nil {
+			kp, err = parseKeyPEM(f.data)
+		}
 		if err != nil {
 			kr.log.Warn("skipping key file", "file", f.name, "err", err)
 			kr.events("invalid_file")
@@ -191,7 +202,7 @@ func (kr *keyring) reload(ctx context.Context) error {
 	}
 	h := sha256.New()
 	for _, f := range files {
-		fmt.Fprintf(h, "%d:%s%d:", len(f.name), f.name, len(f.data))
+		fmt.Fprintf(h, "%d:%s%d:%v:", len(f.name), f.name, len(f.data), f.err)
 		h.Write(f.data)
 	}
 	var digest [sha256.Size]byte
@@ -200,21 +211,14 @@ func (kr *keyring) reload(ctx context.Context) error {
 	kr.mu.Lock()
 	loaded := kr.files
 	changed := !kr.scanned || digest != kr.digest
-	pending := map[string]time.Time{}
-	for kid := range kr.dirty {
-		if k := kr.keys[kid]; k != nil {
-			pending[kid] = k.signedUntil
-		}
-	}
 	kr.mu.Unlock()
 	if changed {
 		loaded = kr.parseFiles(files)
 	}
 
-	for kid, t := range pending {
-		if err := kr.rows.extendSignedUntil(ctx, kid, t); err != nil {
-			return err
-		}
+	// Store this replica's use of keys before reading everyone's back.
+	if err := kr.flush(ctx); err != nil {
+		return err
 	}
 	rows, err := kr.rows.all(ctx)
 	if err != nil {
@@ -242,11 +246,6 @@ func (kr *keyring) reload(ctx context.Context) error {
 
 	now := kr.now()
 	kr.mu.Lock()
-	for kid, t := range pending {
-		if k := kr.keys[kid]; k != nil && !k.signedUntil.After(t) {
-			delete(kr.dirty, kid)
-		}
-	}
 	next := map[string]*signingKey{}
 	var retired []string
 	for _, r := range rows {
@@ -292,6 +291,32 @@ func (kr *keyring) reload(ctx context.Context) error {
 	for _, kid := range retired {
 		if err := kr.rows.remove(ctx, kid); err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// flush stores in the database how long each key this replica signed
+// with must stay published, so other replicas and later restarts keep it.
+func (kr *keyring) flush(ctx context.Context) error {
+	kr.mu.Lock()
+	pending := map[string]time.Time{}
+	for kid := range kr.dirty {
+		if k := kr.keys[kid]; k != nil {
+			pending[kid] = k.signedUntil
+		}
+	}
+	kr.mu.Unlock()
+	for kid, t := range pending {
+		if err := kr.rows.extendSignedUntil(ctx, kid, t); err != nil {
+			return err
+		}
+	}
+	kr.mu.Lock()
+	defer kr.mu.Unlock()
+	for kid, t := range pending {
+		if k := kr.keys[kid]; k == nil || !k.signedUntil.After(t) {
+			delete(kr.dirty, kid)
 		}
 	}
 	return nil
