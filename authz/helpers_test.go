@@ -390,7 +390,8 @@ func newTestEnv(t testing.TB, cfg Config, keys ...*testKey) *testEnv {
 	return e
 }
 
-// newTestEnvWithJWKS is newTestEnv with a JWKS server the test set up.
+// newTestEnvWithJWKS is newTestEnv with a JWKS server the test set up,
+// or none when cfg names where the keys are.
 func newTestEnvWithJWKS(t testing.TB, cfg Config, jw *jwksServer) *testEnv {
 	t.Helper()
 	e := &testEnv{t: t, logs: newLogRecorder(), reg: prometheus.NewRegistry(), jwks: jw}
@@ -399,7 +400,9 @@ func newTestEnvWithJWKS(t testing.TB, cfg Config, jw *jwksServer) *testEnv {
 	}
 	switch cfg.JWKSURL {
 	case "":
-		cfg.JWKSURL = jw.jwksURL()
+		if jw != nil {
+			cfg.JWKSURL = jw.jwksURL()
+		}
 	case "-": // discover it
 		cfg.JWKSURL = ""
 	}
