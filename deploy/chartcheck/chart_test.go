@@ -369,7 +369,7 @@ func TestValueSetsShape(t *testing.T) {
 				exprs += tg.Expr + "\n"
 			}
 		}
-		for _, metric := range []string{"tollgate_http_requests_total", "tollgate_http_request_duration_seconds_bucket", "envoy_http_ext_authz_denied"} {
+		for _, metric := range []string{"tollgate_http_requests_total", "tollgate_http_request_duration_seconds_bucket", "envoy_http_ext_authz_denied", "tollgate_authz_checks_total", "tollgate_authz_check_duration_seconds_bucket"} {
 			if !strings.Contains(exprs, metric) {
 				t.Errorf("dashboard does not chart %s", metric)
 			}

@@ -245,7 +245,8 @@ func TestEnvoyChecksCatch(t *testing.T) {
 		name, old, new string
 	}{
 		{"unknown field", "stat_prefix: ingress_http", "stat_prefix: ingress_http\n          stat_prefixx: x"},
-		{"invalid value", "timeout: 0.5s", "timeout: -1s"},
+		{"port out of range", "port_value: 8081}", "port_value: 70000}"},
+		{"zero connect timeout", "connect_timeout: 1s", "connect_timeout: 0s"},
 		{"unknown typed_config type", "ext_authz.v3.ExtAuthz\n", "ext_authz.v3.ExtAuthZ\n"},
 		{"route to a missing cluster", "route: {cluster: books}", "route: {cluster: book}"},
 	}

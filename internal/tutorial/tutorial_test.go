@@ -1,0 +1,237 @@
+package tutorial_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/tollgate-dev/tollgate/authz"
+	"github.com/tollgate-dev/tollgate/books"
+	"github.com/tollgate-dev/tollgate/envoy"
+	"github.com/tollgate-dev/tollgate/internal/server"
+	"github.com/tollgate-dev/tollgate/internal/tutorial"
+	"github.com/tollgate-dev/tollgate/issuer"
+)
+
+const (
+	issuerURL     = "http://tollgate.test"
+	adminName     = "admin"
+	adminPassword = "an admin passphrase"
+)
+
+// stack is the whole Tollgate stack in this process, behind the dev
+// gateway loaded from envoy/envoy.yaml.
+type stack struct {
+	gatewayURL string
+	booksURL   string
+	grpc       *grpc.Server
+}
+
+// startStack starts issuer, books and authz on ephemeral ports and the dev
+// gateway in front of them; failOpen turns the ext_authz filter's
+// failure_mode_allow on, as a misconfigured gateway would have it.
+func startStack(t *testing.T, failOpen bool) *stack {
+	t.Helper()
+	ctx := t.Context()
+	dir := t.TempDir()
+
+	iss, err := issuer.New(ctx, issuer.Config{
+		DataDir: dir, IssuerURL: issuerURL, AdminName: adminName, AdminPassword: adminPassword,
+	}, nil, server.NewRegistry())
+	if err != nil {
+		t.Fatalf("issuer.New: %v", err)
+	}
+	t.Cleanup(func() { iss.Close() })
+	issSrv := httptest.NewServer(iss.Handler())
+	t.Cleanup(issSrv.Close)
+
+	bk, err := books.New(ctx, books.Config{DB: filepath.Join(dir, "books.db")}, nil, server.NewRegistry())
+	if err != nil {
+		t.Fatalf("books.New: %v", err)
+	}
+	t.Cleanup(func() { bk.Close() })
+	booksSrv := httptest.NewServer(bk.Handler())
+	t.Cleanup(booksSrv.Close)
+
+	az, err := authz.New(ctx, authz.Config{
+		Issuer: issuerURL, JWKSURL: issSrv.URL + "/.well-known/jwks.json",
+	}, nil, server.NewRegistry())
+	if err != nil {
+		t.Fatalf("authz.New: %v", err)
+	}
+	t.Cleanup(func() { az.Close() })
+	gs := grpc.NewServer()
+	az.RegisterGRPC(gs)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go gs.Serve(ln)
+	t.Cleanup(gs.Stop)
+	waitReady(t, az.Ready)
+
+	b, err := envoy.LoadFile(filepath.Join("..", "..", "envoy", "envoy.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if failOpen {
+		setFailureModeAllow(t, b.StaticResources.Listeners[0].FilterChains[0].Filters[0].GetTypedConfig())
+	}
+	gw, err := envoy.NewGateway(b, envoy.Options{
+		ListenAddr: "127.0.0.1:0",
+		AdminAddr:  "127.0.0.1:0",
+		Endpoints: map[string]string{
+			"issuer": strings.TrimPrefix(issSrv.URL, "http://"),
+			"books":  strings.TrimPrefix(booksSrv.URL, "http://"),
+			"authz":  ln.Addr().String(),
+		},
+	})
+	if err != nil {
+		t.Fatalf("envoy.NewGateway: %v", err)
+	}
+	if err := gw.Start(); err != nil {
+		t.Fatalf("gateway Start: %v", err)
+	}
+	t.Cleanup(func() { gw.Close() })
+	return &stack{gatewayURL: "http://" + gw.Addr().String(), booksURL: booksSrv.URL, grpc: gs}
+}
+
+func waitReady(t *testing.T, ready func(context.Context) error) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := ready(t.Context())
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("authz not ready: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// setFailureModeAllow rewrites the HTTP connection manager in a so that
+// its ext_authz filter lets requests through when authz cannot answer.
+func setFailureModeAllow(t *testing.T, a *anypb.Any) {
+	t.Helper()
+	hcm := &hcmv3.HttpConnectionManager{}
+	if err := a.UnmarshalTo(hcm); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range hcm.HttpFilters {
+		ea := &extauthzv3.ExtAuthz{}
+		if f.GetTypedConfig().MessageIs(ea) {
+			if err := f.GetTypedConfig().UnmarshalTo(ea); err != nil {
+				t.Fatal(err)
+			}
+			ea.FailureModeAllow = true
+			if err := f.GetTypedConfig().MarshalFrom(ea); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := a.MarshalFrom(hcm); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestTutorialThroughTheGateway(t *testing.T) {
+	s := startStack(t, false)
+	client := &http.Client{Timeout: 10 * time.Second}
+	opts := tutorial.Options{AdminName: adminName, AdminPassword: adminPassword}
+	for _, step := range tutorial.Steps(s.gatewayURL, client, opts) {
+		if !t.Run(step.Name, func(t *testing.T) {
+			if err := step.Run(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+		}) {
+			break
+		}
+	}
+
+	t.Run("fail closed with authz stopped", func(t *testing.T) {
+		ctx := t.Context()
+		if err := tutorial.Register(ctx, s.gatewayURL, client, "closed-user", "a long passphrase"); err != nil {
+			t.Fatal(err)
+		}
+		token, err := tutorial.Login(ctx, s.gatewayURL, client, "closed-user", "a long passphrase")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.grpc.Stop()
+		if err := tutorial.FailClosed(ctx, s.gatewayURL, client, token); err != nil {
+			t.Errorf("FailClosed with authz stopped: %v", err)
+		}
+	})
+}
+
+// TestFlowCatches runs the flow against gateways that each lack one
+// defence: the flow must fail, naming the step that caught it.
+func TestFlowCatches(t *testing.T) {
+	client := &http.Client{Timeout: 10 * time.Second}
+
+	t.Run("identity headers forwarded without a check", func(t *testing.T) {
+		s := startStack(t, false)
+		gw, _ := url.Parse(s.gatewayURL)
+		bk, _ := url.Parse(s.booksURL)
+		toGateway, toBooks := httputil.NewSingleHostReverseProxy(gw), httputil.NewSingleHostReverseProxy(bk)
+		// A front proxy that trusts a client's x-user-id, as a gateway
+		// without ext_authz on that route would.
+		smuggler := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Header.Get("x-user-id") != "" && r.Header.Get("x-access-tokens") == "" {
+				toBooks.ServeHTTP(w, r)
+				return
+			}
+			toGateway.ServeHTTP(w, r)
+		}))
+		defer smuggler.Close()
+		err := tutorial.Run(t.Context(), smuggler.URL, client, tutorial.Options{})
+		if err == nil || !strings.Contains(err.Error(), "forged identity without a token") {
+			t.Errorf("Run(through a proxy that forwards forged identities) = %v, want the forged-identity step to fail", err)
+		}
+	})
+
+	t.Run("fail open", func(t *testing.T) {
+		s := startStack(t, true)
+		ctx := t.Context()
+		if err := tutorial.Register(ctx, s.gatewayURL, client, "open-user", "a long passphrase"); err != nil {
+			t.Fatal(err)
+		}
+		token, err := tutorial.Login(ctx, s.gatewayURL, client, "open-user", "a long passphrase")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.grpc.Stop()
+		if err := tutorial.FailClosed(ctx, s.gatewayURL, client, token); err == nil {
+			t.Errorf("FailClosed(gateway with failure_mode_allow) = nil, want an error")
+		}
+	})
+
+	t.Run("gateway down", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		err = tutorial.Run(t.Context(), "http://"+addr, client, tutorial.Options{})
+		var opErr *net.OpError
+		if !errors.As(err, &opErr) {
+			t.Errorf("Run(nothing listening) = %v, want a connection error", err)
+		}
+	})
+}
