@@ -2,7 +2,6 @@ package books
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -570,10 +569,4 @@ func TestNewRefusesBadConfig(t *testing.T) {
 			}
 		})
 	}
-}
-
-// bookJSON is b's JSON, for request bodies.
-func bookJSON(b Book) string {
-	out, _ := json.Marshal(map[string]any{"name": b.Name, "author": b.Author, "publisher": b.Publisher, "book_prize": b.BookPrize})
-	return string(out)
 }
