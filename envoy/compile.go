@@ -12,6 +12,7 @@ import (
 	ext_authzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // compiled is everything the gateway needs from a bootstrap.
@@ -125,7 +126,7 @@ func socketAddr(a *corev3.Address, path string) (string, error) {
 	return net.JoinHostPort(sa.GetAddress(), strconv.FormatUint(uint64(sa.GetPortValue()), 10)), nil
 }
 
-func duration(d interface{ AsDuration() time.Duration }, def time.Duration) time.Duration {
+func duration(d *durationpb.Duration, def time.Duration) time.Duration {
 	if d == nil {
 		return def
 	}

@@ -1,0 +1,1017 @@
+package envoy
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+// fakeAuthz is an ext_authz gRPC server whose answer a test chooses.
+type fakeAuthz struct {
+	authv3.UnimplementedAuthorizationServer
+	mu     sync.Mutex
+	fn     func(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, error)
+	reqs   []*authv3.CheckRequest
+	authMD []string // :authority of each call
+	addr   string
+}
+
+func (f *fakeAuthz) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	f.mu.Lock()
+	f.reqs = append(f.reqs, req)
+	fn := f.fn
+	f.mu.Unlock()
+	return fn(ctx, req)
+}
+
+func (f *fakeAuthz) set(fn func(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, error)) {
+	f.mu.Lock()
+	f.fn = fn
+	f.mu.Unlock()
+}
+
+func (f *fakeAuthz) calls() []*authv3.CheckRequest {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]*authv3.CheckRequest(nil), f.reqs...)
+}
+
+func (f *fakeAuthz) reset() {
+	f.mu.Lock()
+	f.reqs = nil
+	f.mu.Unlock()
+}
+
+func startFakeAuthz(t *testing.T) *fakeAuthz {
+	t.Helper()
+	f := &fakeAuthz{fn: func(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, error) { return allow(), nil }}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := grpc.NewServer()
+	authv3.RegisterAuthorizationServer(s, f)
+	healthpb.RegisterHealthServer(s, health.NewServer())
+	go s.Serve(ln)
+	t.Cleanup(s.Stop)
+	f.addr = ln.Addr().String()
+	return f
+}
+
+func okStatus() *rpcstatus.Status { return &rpcstatus.Status{Code: int32(codes.OK)} }
+
+// allow is an OK CheckResponse with the given upstream header mutations.
+func allow(headers ...*corev3.HeaderValueOption) *authv3.CheckResponse {
+	return &authv3.CheckResponse{
+		Status:       okStatus(),
+		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{Headers: headers}},
+	}
+}
+
+func overwrite(k, v string) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{
+		Header:       &corev3.HeaderValue{Key: k, Value: v},
+		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+	}
+}
+
+// upstreamRecorder is an HTTP upstream that records what reaches it.
+type upstreamRecorder struct {
+	name string
+	srv  *httptest.Server
+	mu   sync.Mutex
+	got  []*http.Request
+}
+
+func startUpstream(t *testing.T, name string) *upstreamRecorder {
+	t.Helper()
+	u := &upstreamRecorder{name: name}
+	u.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		u.mu.Lock()
+		u.got = append(u.got, r.Clone(context.Background()))
+		u.mu.Unlock()
+		w.Header().Set("Content-Type", "text/plain")
+		fmt.Fprintf(w, "%s saw %s %s", name, r.Method, r.RequestURI)
+	}))
+	t.Cleanup(u.srv.Close)
+	return u
+}
+
+func (u *upstreamRecorder) requests() []*http.Request {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return append([]*http.Request(nil), u.got...)
+}
+
+func (u *upstreamRecorder) reset() {
+	u.mu.Lock()
+	u.got = nil
+	u.mu.Unlock()
+}
+
+func (u *upstreamRecorder) addr() string { return strings.TrimPrefix(u.srv.URL, "http://") }
+
+// harness runs the shipped envoy.yaml in the gateway, with the issuer,
+// books and authz clusters pointed at in-process fakes.
+type harness struct {
+	gw            *Gateway
+	addr          string
+	authz         *fakeAuthz
+	issuer, books *upstreamRecorder
+}
+
+func newHarness(t *testing.T) *harness {
+	t.Helper()
+	h := &harness{authz: startFakeAuthz(t), issuer: startUpstream(t, "issuer"), books: startUpstream(t, "books")}
+	b, err := LoadFile(shippedConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.gw = startGateway(t, b, map[string]string{"issuer": h.issuer.addr(), "books": h.books.addr(), "authz": h.authz.addr})
+	h.addr = h.gw.Addr().String()
+	return h
+}
+
+func startGateway(t *testing.T, b *bootstrapv3.Bootstrap, endpoints map[string]string) *Gateway {
+	t.Helper()
+	g, err := NewGateway(b, Options{ListenAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", Endpoints: endpoints})
+	if err != nil {
+		t.Fatalf("NewGateway = %v", err)
+	}
+	if err := g.Start(); err != nil {
+		t.Fatalf("Start = %v", err)
+	}
+	t.Cleanup(func() { g.Close() })
+	return g
+}
+
+func (h *harness) reset() {
+	h.authz.reset()
+	h.issuer.reset()
+	h.books.reset()
+}
+
+// do sends a request with Go's client (which sends the path as given).
+func (h *harness) do(t *testing.T, method, path string, hdr http.Header) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, "http://"+h.addr+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, vs := range hdr {
+		req.Header[k] = vs
+	}
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp, string(body)
+}
+
+// raw sends the request bytes as they are, for paths and headers Go's
+// client would not send.
+func raw(t *testing.T, addr, request string) (*http.Response, string) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, request); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("read response to %q: %v", request, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp, string(body)
+}
+
+func get(path string) string {
+	return "GET " + path + " HTTP/1.1\r\nHost: tollgate.test\r\nConnection: close\r\n\r\n"
+}
+
+// TestRouteTable pins the route table of DESIGN.md: which upstream each
+// method and path reaches, whether ext_authz runs, with which
+// context_extensions; anything else is a 404 that reaches nobody.
+func TestRouteTable(t *testing.T) {
+	h := newHarness(t)
+	tests := []struct {
+		method, path string
+		upstream     string            // "issuer", "books" or "" (not forwarded)
+		checked      bool              // ext_authz called
+		ctx          map[string]string // context_extensions when checked
+		status       int
+	}{
+		{"POST", "/register", "issuer", false, nil, 200},
+		{"POST", "/login", "issuer", false, nil, 200},
+		{"GET", "/.well-known/jwks.json", "issuer", false, nil, 200},
+		{"HEAD", "/.well-known/jwks.json", "issuer", false, nil, 200},
+		{"GET", "/.well-known/openid-configuration", "issuer", false, nil, 200},
+		{"GET", "/users", "issuer", true, map[string]string{"require": "admin", "route": "users"}, 200},
+		{"POST", "/book", "books", true, map[string]string{"route": "books"}, 200},
+		{"POST", "/books", "books", true, map[string]string{"route": "books"}, 200},
+		{"GET", "/books", "books", true, map[string]string{"route": "books"}, 200},
+		{"GET", "/books?limit=2", "books", true, map[string]string{"route": "books"}, 200},
+		{"GET", "/books/1", "books", true, map[string]string{"route": "books"}, 200},
+		{"PUT", "/books/1", "books", true, map[string]string{"route": "books"}, 200},
+		{"PATCH", "/books/1", "books", true, map[string]string{"route": "books"}, 200},
+		{"DELETE", "/books/1", "books", true, map[string]string{"route": "books"}, 200},
+		// Not in the table: answered by the gateway, never checked, never forwarded.
+		{"GET", "/", "", false, nil, 404},
+		{"GET", "/healthz", "", false, nil, 404},
+		{"GET", "/register", "", false, nil, 404},
+		{"DELETE", "/users", "", false, nil, 404},
+		{"POST", "/users", "", false, nil, 404},
+		{"GET", "/users/1", "", false, nil, 404},
+		{"GET", "/book", "", false, nil, 404},
+		{"DELETE", "/books", "", false, nil, 404},
+		{"POST", "/books/1", "", false, nil, 404},
+		{"GET", "/Books", "", false, nil, 404},
+		{"GET", "/.well-known/other", "", false, nil, 404},
+		{"OPTIONS", "/books", "", false, nil, 404},
+	}
+	for _, tt := range tests {
+		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
+			h.reset()
+			resp, body := h.do(t, tt.method, tt.path, nil)
+			if resp.StatusCode != tt.status {
+				t.Fatalf("%s %s = %d, want %d (body %q)", tt.method, tt.path, resp.StatusCode, tt.status, body)
+			}
+			issuer, books := len(h.issuer.requests()), len(h.books.requests())
+			want := map[string]int{"issuer": 0, "books": 0}
+			if tt.upstream != "" {
+				want[tt.upstream] = 1
+			}
+			if issuer != want["issuer"] || books != want["books"] {
+				t.Errorf("%s %s reached issuer %d and books %d times, want %v", tt.method, tt.path, issuer, books, want)
+			}
+			calls := h.authz.calls()
+			if tt.checked != (len(calls) == 1) || len(calls) > 1 {
+				t.Fatalf("%s %s: ext_authz called %d times, want checked=%v", tt.method, tt.path, len(calls), tt.checked)
+			}
+			if tt.checked {
+				if got := calls[0].GetAttributes().GetContextExtensions(); !equalMaps(got, tt.ctx) {
+					t.Errorf("%s %s: context_extensions = %v, want %v", tt.method, tt.path, got, tt.ctx)
+				}
+			}
+			if tt.status == 404 && tt.method != "HEAD" {
+				if body != "{\"error\":\"not found\"}\n" || resp.Header.Get("Content-Type") != "application/json" {
+					t.Errorf("%s %s: 404 body %q content-type %q, want the JSON not-found body", tt.method, tt.path, body, resp.Header.Get("Content-Type"))
+				}
+			}
+		})
+	}
+}
+
+func equalMaps(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if bv, ok := b[k]; !ok || bv != v {
+			return false
+		}
+	}
+	return true
+}
+
+// TestPathTricks: the HCM normalizes the path before routing (spec §5:
+// normalize_path, merge_slashes, path_with_escaped_slashes_action), so no
+// spelling of a path reaches a route under a weaker check than its
+// canonical form, and the upstream sees the canonical path.
+func TestPathTricks(t *testing.T) {
+	h := newHarness(t)
+	tests := []struct {
+		target   string
+		status   int
+		upstream string // "" = not forwarded
+		path     string // what the upstream sees
+		ctx      map[string]string
+	}{
+		{"/books/../users", 200, "issuer", "/users", map[string]string{"require": "admin", "route": "users"}},
+		{"//users", 200, "issuer", "/users", map[string]string{"require": "admin", "route": "users"}},
+		{"/books/%2e%2e/users", 200, "issuer", "/users", map[string]string{"require": "admin", "route": "users"}},
+		{"/books/%2E%2E/users", 200, "issuer", "/users", map[string]string{"require": "admin", "route": "users"}},
+		{"/register/../users", 200, "issuer", "/users", map[string]string{"require": "admin", "route": "users"}},
+		{`/books\..\users`, 200, "issuer", "/users", map[string]string{"require": "admin", "route": "users"}},
+		{"/./users", 200, "issuer", "/users", map[string]string{"require": "admin", "route": "users"}},
+		{"/%75sers", 200, "issuer", "/users", map[string]string{"require": "admin", "route": "users"}},
+		{"/books//1", 200, "books", "/books/1", map[string]string{"route": "books"}},
+		{"/users/../register", 404, "", "", nil}, // GET /register is not a route
+		{"/books%2F..%2Fusers", 400, "", "", nil},
+		{"/books/1%2f..%2f..%2fusers", 400, "", "", nil},
+		{"/books%5C..%5Cusers", 400, "", "", nil},
+		{"/books/1%00", 400, "", "", nil},
+		{"/users#x", 400, "", "", nil},
+		{"/USERS", 404, "", "", nil},
+		{"/Users", 404, "", "", nil},
+		{"/users.", 404, "", "", nil},
+		{"/users/", 404, "", "", nil},
+		{"/users..", 404, "", "", nil},
+		{"/users%20", 404, "", "", nil},
+		{"/.well-known/../users", 200, "issuer", "/users", map[string]string{"require": "admin", "route": "users"}},
+		{"http://tollgate.test/users", 200, "issuer", "/users", map[string]string{"require": "admin", "route": "users"}},
+		{"*", 404, "", "", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.target, func(t *testing.T) {
+			h.reset()
+			resp, body := raw(t, h.addr, get(tt.target))
+			if resp.StatusCode != tt.status {
+				t.Fatalf("GET %s = %d, want %d (body %q)", tt.target, resp.StatusCode, tt.status, body)
+			}
+			var got []*http.Request
+			switch tt.upstream {
+			case "issuer":
+				got = h.issuer.requests()
+			case "books":
+				got = h.books.requests()
+			}
+			if n := len(h.issuer.requests()) + len(h.books.requests()); n != len(got) || (tt.upstream != "" && n != 1) {
+				t.Fatalf("GET %s reached issuer %d, books %d times; want only %q once", tt.target, len(h.issuer.requests()), len(h.books.requests()), tt.upstream)
+			}
+			if tt.upstream != "" && got[0].RequestURI != tt.path {
+				t.Errorf("GET %s: upstream saw %q, want %q", tt.target, got[0].RequestURI, tt.path)
+			}
+			calls := h.authz.calls()
+			if tt.ctx == nil {
+				if len(calls) != 0 {
+					t.Errorf("GET %s: ext_authz called %d times, want 0", tt.target, len(calls))
+				}
+				return
+			}
+			if len(calls) != 1 {
+				t.Fatalf("GET %s: ext_authz called %d times, want 1", tt.target, len(calls))
+			}
+			if got := calls[0].GetAttributes().GetContextExtensions(); !equalMaps(got, tt.ctx) {
+				t.Errorf("GET %s: context_extensions = %v, want %v", tt.target, got, tt.ctx)
+			}
+			if p := calls[0].GetAttributes().GetRequest().GetHttp().GetPath(); p != tt.path {
+				t.Errorf("GET %s: CheckRequest path = %q, want the normalized %q", tt.target, p, tt.path)
+			}
+		})
+	}
+}
+
+// TestFailClosed: on a protected route the upstream is reached only after
+// an OK. A denial is the authz server's own response (spec §2 Denied, 403
+// when it sets no status); a gRPC error, a timeout or an unreachable authz
+// is status_on_error, 503, with no body (spec §2 Error,
+// failure_mode_allow: false); an invalid mutation is 500 (validate_mutations).
+func TestFailClosed(t *testing.T) {
+	h := newHarness(t)
+	deniedBody := `{"error":"invalid_token"}`
+	type checkFn = func(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, error)
+	deny := func(code codes.Code, d *authv3.DeniedHttpResponse) checkFn {
+		return func(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+			r := &authv3.CheckResponse{Status: &rpcstatus.Status{Code: int32(code)}}
+			if d != nil {
+				r.HttpResponse = &authv3.CheckResponse_DeniedResponse{DeniedResponse: d}
+			}
+			return r, nil
+		}
+	}
+	tests := []struct {
+		name       string
+		fn         checkFn
+		wantStatus int
+		wantBody   string
+		wantHeader map[string]string
+	}{
+		{
+			name: "denied with status, headers and body",
+			fn: deny(codes.Unauthenticated, &authv3.DeniedHttpResponse{
+				Status:  &typev3.HttpStatus{Code: typev3.StatusCode_Unauthorized},
+				Headers: []*corev3.HeaderValueOption{overwrite("www-authenticate", `Bearer realm="tollgate", error="invalid_token"`), overwrite("content-type", "application/json")},
+				Body:    deniedBody,
+			}),
+			wantStatus: 401,
+			wantBody:   deniedBody,
+			wantHeader: map[string]string{"Www-Authenticate": `Bearer realm="tollgate", error="invalid_token"`, "Content-Type": "application/json"},
+		},
+		{
+			name:       "denied without a denied_response is 403",
+			fn:         deny(codes.PermissionDenied, nil),
+			wantStatus: 403,
+		},
+		{
+			name:       "denied with status unset is 403, body kept, text/plain",
+			fn:         deny(codes.PermissionDenied, &authv3.DeniedHttpResponse{Body: "no"}),
+			wantStatus: 403,
+			wantBody:   "no",
+			wantHeader: map[string]string{"Content-Type": "text/plain"},
+		},
+		{
+			name: "gRPC error is not a denial: status_on_error",
+			fn: func(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+				return nil, status.Error(codes.PermissionDenied, "no")
+			},
+			wantStatus: 503,
+		},
+		{
+			name: "timeout",
+			fn: func(ctx context.Context, _ *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+				select {
+				case <-ctx.Done():
+				case <-time.After(3 * time.Second):
+				}
+				return allow(), nil
+			},
+			wantStatus: 503,
+		},
+		{
+			name: "error_response",
+			fn: func(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+				return &authv3.CheckResponse{
+					Status:       &rpcstatus.Status{Code: int32(codes.Unavailable)},
+					HttpResponse: &authv3.CheckResponse_ErrorResponse{ErrorResponse: &authv3.DeniedHttpResponse{}},
+				}, nil
+			},
+			wantStatus: 503,
+		},
+		{
+			name: "OK with an invalid header value",
+			fn: func(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+				return allow(overwrite("x-user-id", "a\r\nx-user-roles: admin")), nil
+			},
+			wantStatus: 500,
+		},
+		{
+			name: "OK with an invalid header name",
+			fn: func(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+				return allow(overwrite("x user", "a")), nil
+			},
+			wantStatus: 500,
+		},
+		{
+			name: "OK with an unknown append_action",
+			fn: func(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+				return allow(&corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: "x-user-id", Value: "u"}, AppendAction: 42}), nil
+			},
+			wantStatus: 500,
+		},
+		{
+			name: "OK with query parameter mutations (not implemented)",
+			fn: func(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+				return &authv3.CheckResponse{Status: okStatus(), HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
+					QueryParametersToRemove: []string{"x"},
+				}}}, nil
+			},
+			wantStatus: 500,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h.reset()
+			h.authz.set(tt.fn)
+			resp, body := h.do(t, "GET", "/books", http.Header{"Authorization": {"Bearer t"}})
+			if resp.StatusCode != tt.wantStatus {
+				t.Fatalf("GET /books (%s) = %d, want %d (body %q)", tt.name, resp.StatusCode, tt.wantStatus, body)
+			}
+			if body != tt.wantBody {
+				t.Errorf("GET /books (%s) body = %q, want %q", tt.name, body, tt.wantBody)
+			}
+			for k, v := range tt.wantHeader {
+				if got := resp.Header.Get(k); got != v {
+					t.Errorf("GET /books (%s) %s = %q, want %q", tt.name, k, got, v)
+				}
+			}
+			if n := len(h.books.requests()); n != 0 {
+				t.Errorf("GET /books (%s) reached books %d times, want 0", tt.name, n)
+			}
+		})
+	}
+
+	t.Run("authz unreachable", func(t *testing.T) {
+		b, err := LoadFile(shippedConfig)
+		if err != nil {
+			t.Fatal(err)
+		}
+		books := startUpstream(t, "books")
+		g := startGateway(t, b, map[string]string{"authz": closedAddr(t), "books": books.addr(), "issuer": books.addr()})
+		start := time.Now()
+		resp, body := raw(t, g.Addr().String(), get("/books"))
+		if resp.StatusCode != 503 {
+			t.Fatalf("GET /books with authz down = %d, want 503 (body %q)", resp.StatusCode, body)
+		}
+		if n := len(books.requests()); n != 0 {
+			t.Errorf("GET /books with authz down reached books %d times, want 0", n)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("GET /books with authz down took %v; the 0.5s timeout should bound it", d)
+		}
+		// Public routes do not depend on authz.
+		resp, _ = raw(t, g.Addr().String(), "POST /register HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+		if resp.StatusCode != 200 {
+			t.Errorf("POST /register with authz down = %d, want 200", resp.StatusCode)
+		}
+	})
+}
+
+// closedAddr returns a loopback address nothing listens on.
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// TestIdentityHeadersCannotBeForged: a client's x-user-* headers never
+// reach an upstream. Public routes strip them (route
+// request_headers_to_remove, spec §5); on protected routes authz
+// overwrites them (OVERWRITE_IF_EXISTS_OR_ADD) and the route must not
+// strip what authz set.
+func TestIdentityHeadersCannotBeForged(t *testing.T) {
+	h := newHarness(t)
+	h.authz.set(func(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+		return allow(overwrite("x-user-id", "real-user"), overwrite("x-user-name", "alain"), overwrite("x-user-roles", "user")), nil
+	})
+	forged := http.Header{
+		"X-User-Id":    {"forged-admin", "second"},
+		"X-User-Name":  {"root"},
+		"X-User-Roles": {"admin"},
+	}
+	t.Run("public route strips them", func(t *testing.T) {
+		h.reset()
+		for _, path := range []string{"/register", "/login"} {
+			resp, _ := h.do(t, "POST", path, forged)
+			if resp.StatusCode != 200 {
+				t.Fatalf("POST %s = %d, want 200", path, resp.StatusCode)
+			}
+		}
+		resp, _ := h.do(t, "GET", "/.well-known/jwks.json", forged)
+		if resp.StatusCode != 200 {
+			t.Fatalf("GET jwks = %d, want 200", resp.StatusCode)
+		}
+		for _, r := range h.issuer.requests() {
+			for _, k := range []string{"X-User-Id", "X-User-Name", "X-User-Roles"} {
+				if v := r.Header.Values(k); len(v) != 0 {
+					t.Errorf("%s %s: issuer saw %s %q, want none", r.Method, r.RequestURI, k, v)
+				}
+			}
+		}
+	})
+	t.Run("protected route gets only authz's values", func(t *testing.T) {
+		h.reset()
+		resp, _ := h.do(t, "GET", "/books", forged)
+		if resp.StatusCode != 200 {
+			t.Fatalf("GET /books = %d, want 200", resp.StatusCode)
+		}
+		got := h.books.requests()
+		if len(got) != 1 {
+			t.Fatalf("books saw %d requests, want 1", len(got))
+		}
+		want := map[string]string{"X-User-Id": "real-user", "X-User-Name": "alain", "X-User-Roles": "user"}
+		for k, v := range want {
+			if vs := got[0].Header.Values(k); len(vs) != 1 || vs[0] != v {
+				t.Errorf("books saw %s %q, want exactly [%q]", k, vs, v)
+			}
+		}
+		// ... and authz saw the forged ones, as Envoy sends all headers.
+		calls := h.authz.calls()
+		if id := calls[0].GetAttributes().GetRequest().GetHttp().GetHeaders()["x-user-id"]; id != "forged-admin,second" {
+			t.Errorf("CheckRequest x-user-id = %q, want the client's values comma-joined", id)
+		}
+	})
+	t.Run("underscore spelling is refused", func(t *testing.T) {
+		h.reset()
+		resp, _ := raw(t, h.addr, "GET /books HTTP/1.1\r\nHost: x\r\nx_user_id: admin\r\nConnection: close\r\n\r\n")
+		if resp.StatusCode != 400 {
+			t.Errorf("GET /books with x_user_id = %d, want 400 (headers_with_underscores_action: REJECT_REQUEST)", resp.StatusCode)
+		}
+		if n := len(h.authz.calls()) + len(h.books.requests()); n != 0 {
+			t.Errorf("a request with x_user_id reached authz or books (%d calls)", n)
+		}
+	})
+}
+
+// TestCheckRequest pins the CheckRequest the gateway sends (spec §1):
+// lowercase keys, pseudo-headers, repeated headers comma-joined, the path
+// with its query, the HCM's own headers, addresses, protocol and id.
+func TestCheckRequest(t *testing.T) {
+	h := newHarness(t)
+	c, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	before := time.Now()
+	io.WriteString(c, "GET /books/7?x=1&y=%2F HTTP/1.1\r\nHost: Tollgate.Test:8080\r\nX-Multi: a\r\nx-multi: b\r\nX-Request-Id: client-chosen\r\nX-Forwarded-For: 203.0.113.9\r\nX-Envoy-Retry-On: 5xx\r\nAuthorization: Bearer tok\r\nConnection: keep-alive\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	calls := h.authz.calls()
+	if len(calls) != 1 {
+		t.Fatalf("ext_authz called %d times, want 1", len(calls))
+	}
+	a := calls[0].GetAttributes()
+	hr := a.GetRequest().GetHttp()
+	hdr := hr.GetHeaders()
+	client := c.LocalAddr().(*net.TCPAddr)
+	server := c.RemoteAddr().(*net.TCPAddr)
+
+	checks := []struct{ name, got, want string }{
+		{"method", hr.GetMethod(), "GET"},
+		{"path", hr.GetPath(), "/books/7?x=1&y=%2F"},
+		{"host", hr.GetHost(), "Tollgate.Test:8080"},
+		{"scheme", hr.GetScheme(), "http"},
+		{"protocol", hr.GetProtocol(), "HTTP/1.1"},
+		{"headers[:authority]", hdr[":authority"], "Tollgate.Test:8080"},
+		{"headers[:path]", hdr[":path"], "/books/7?x=1&y=%2F"},
+		{"headers[:method]", hdr[":method"], "GET"},
+		{"headers[:scheme]", hdr[":scheme"], "http"},
+		{"headers[x-multi]", hdr["x-multi"], "a,b"},
+		{"headers[authorization]", hdr["authorization"], "Bearer tok"},
+		{"headers[x-forwarded-for]", hdr["x-forwarded-for"], "203.0.113.9," + client.IP.String()},
+		{"headers[x-forwarded-proto]", hdr["x-forwarded-proto"], "http"},
+		{"headers[x-envoy-external-address]", hdr["x-envoy-external-address"], client.IP.String()},
+		{"source.address", a.GetSource().GetAddress().GetSocketAddress().GetAddress(), client.IP.String()},
+		{"source.port", fmt.Sprint(a.GetSource().GetAddress().GetSocketAddress().GetPortValue()), fmt.Sprint(client.Port)},
+		{"destination.address", a.GetDestination().GetAddress().GetSocketAddress().GetAddress(), server.IP.String()},
+		{"destination.port", fmt.Sprint(a.GetDestination().GetAddress().GetSocketAddress().GetPortValue()), fmt.Sprint(server.Port)},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("CheckRequest %s = %q, want %q", c.name, c.got, c.want)
+		}
+	}
+	for k := range hdr {
+		if k != strings.ToLower(k) {
+			t.Errorf("CheckRequest header key %q is not lowercase", k)
+		}
+	}
+	for _, k := range []string{"connection", "x-envoy-retry-on", "host"} {
+		if v, ok := hdr[k]; ok {
+			t.Errorf("CheckRequest has header %s = %q; Envoy drops it before filters run", k, v)
+		}
+	}
+	if rid := hdr["x-request-id"]; rid == "client-chosen" || len(rid) != 36 {
+		t.Errorf("CheckRequest x-request-id = %q, want a fresh UUID (edge request, preserve_external_request_id false)", rid)
+	}
+	if _, err := fmt.Sscan(hr.GetId(), new(uint64)); err != nil || hr.GetId() == "" {
+		t.Errorf("CheckRequest id = %q, want a decimal stream id", hr.GetId())
+	}
+	if ts := a.GetRequest().GetTime().AsTime(); ts.Before(before.Add(-time.Second)) || ts.After(time.Now()) {
+		t.Errorf("CheckRequest time = %v, want the request's start (about %v)", ts, before)
+	}
+	// The upstream sees the same request id the check saw.
+	if got := h.books.requests(); len(got) != 1 || got[0].Header.Get("X-Request-Id") != hdr["x-request-id"] {
+		t.Errorf("books saw x-request-id %q, want the one sent to authz %q", got[0].Header.Get("X-Request-Id"), hdr["x-request-id"])
+	}
+}
+
+// TestCheckRequestHTTP2: codec AUTO serves HTTP/2 with prior knowledge,
+// and the CheckRequest says "HTTP/2".
+func TestCheckRequestHTTP2(t *testing.T) {
+	h := newHarness(t)
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Get("http://" + h.addr + "/books")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 || resp.StatusCode != 200 {
+		t.Fatalf("GET /books over h2c = %s %d, want HTTP/2 200", resp.Proto, resp.StatusCode)
+	}
+	calls := h.authz.calls()
+	if len(calls) != 1 {
+		t.Fatalf("ext_authz called %d times, want 1", len(calls))
+	}
+	if p := calls[0].GetAttributes().GetRequest().GetHttp().GetProtocol(); p != "HTTP/2" {
+		t.Errorf("CheckRequest protocol = %q, want HTTP/2", p)
+	}
+	if a := calls[0].GetAttributes().GetRequest().GetHttp().GetHeaders()[":authority"]; a != h.addr {
+		t.Errorf("CheckRequest :authority = %q, want %q", a, h.addr)
+	}
+}
+
+// TestOKMutations pins how an OK response's mutations apply (spec §2,
+// main-branch snapshots B/C): in list order; append unset follows
+// append_action, whose default APPEND_IF_EXISTS_OR_ADD adds a header
+// line; the deprecated append=true joins with ","; append=false
+// overwrites; headers_to_remove cannot remove pseudo-headers or host;
+// response_headers_to_add reach the client.
+func TestOKMutations(t *testing.T) {
+	h := newHarness(t)
+	opt := func(k, v string, action corev3.HeaderValueOption_HeaderAppendAction) *corev3.HeaderValueOption {
+		return &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: k, Value: v}, AppendAction: action}
+	}
+	legacy := func(k, v string, appendValue bool) *corev3.HeaderValueOption {
+		return &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: k, Value: v}, Append: wrapperspb.Bool(appendValue)}
+	}
+	h.authz.set(func(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+		return &authv3.CheckResponse{Status: okStatus(), HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
+			Headers: []*corev3.HeaderValueOption{
+				opt("X-Default", "authz", corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD),
+				opt("x-overwrite", "authz", corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD),
+				opt("x-overwrite-absent", "authz", corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD),
+				opt("x-add-if-absent", "authz", corev3.HeaderValueOption_ADD_IF_ABSENT),
+				opt("x-add-if-absent-new", "authz", corev3.HeaderValueOption_ADD_IF_ABSENT),
+				opt("x-overwrite-if-exists", "authz", corev3.HeaderValueOption_OVERWRITE_IF_EXISTS),
+				opt("x-overwrite-if-exists-new", "authz", corev3.HeaderValueOption_OVERWRITE_IF_EXISTS),
+				legacy("x-legacy-append", "authz", true),
+				legacy("x-legacy-set", "authz", false),
+				opt("x-order", "first", corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD),
+				opt("x-order", "second", corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD),
+			},
+			HeadersToRemove:      []string{":path", ":authority", "host", "Host", ":method", "X-Remove-Me", "authorization"},
+			ResponseHeadersToAdd: []*corev3.HeaderValueOption{overwrite("x-authz-said", "ok"), legacy("x-authz-line", "1", true), legacy("x-authz-line", "2", true)},
+		}}}, nil
+	})
+	client := http.Header{
+		"X-Default":             {"client"},
+		"X-Overwrite":           {"client1", "client2"},
+		"X-Add-If-Absent":       {"client"},
+		"X-Overwrite-If-Exists": {"client"},
+		"X-Legacy-Append":       {"client"},
+		"X-Legacy-Set":          {"client"},
+		"X-Remove-Me":           {"client"},
+		"Authorization":         {"Bearer t"},
+	}
+	resp, _ := h.do(t, "GET", "/books/1?q=1", client)
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET /books/1 = %d, want 200", resp.StatusCode)
+	}
+	got := h.books.requests()
+	if len(got) != 1 {
+		t.Fatalf("books saw %d requests, want 1", len(got))
+	}
+	r := got[0]
+	want := map[string][]string{
+		"X-Default":                 {"client", "authz"},
+		"X-Overwrite":               {"authz"},
+		"X-Overwrite-Absent":        {"authz"},
+		"X-Add-If-Absent":           {"client"},
+		"X-Add-If-Absent-New":       {"authz"},
+		"X-Overwrite-If-Exists":     {"authz"},
+		"X-Overwrite-If-Exists-New": nil,
+		"X-Legacy-Append":           {"client,authz"},
+		"X-Legacy-Set":              {"authz"},
+		"X-Order":                   {"second"},
+		"X-Remove-Me":               nil,
+		"Authorization":             nil,
+	}
+	for k, v := range want {
+		if g := r.Header.Values(k); strings.Join(g, "|") != strings.Join(v, "|") {
+			t.Errorf("books saw %s = %q, want %q", k, g, v)
+		}
+	}
+	// headers_to_remove ignored :path, :authority, host and :method.
+	if r.Method != "GET" || r.RequestURI != "/books/1?q=1" || r.Host != h.addr {
+		t.Errorf("books saw %s %s Host %q, want GET /books/1?q=1 Host %q", r.Method, r.RequestURI, r.Host, h.addr)
+	}
+	if v := resp.Header.Get("X-Authz-Said"); v != "ok" {
+		t.Errorf("client saw x-authz-said %q, want ok", v)
+	}
+	if v := resp.Header.Values("X-Authz-Line"); strings.Join(v, "|") != "1|2" {
+		t.Errorf("client saw x-authz-line %q, want two lines 1 and 2 (append=true adds on responses)", v)
+	}
+	if v := resp.Header.Get("Server"); v != "envoy" {
+		t.Errorf("server header = %q, want envoy", v)
+	}
+}
+
+// TestContextExtensionsMerge: context_extensions merge from virtual host
+// to route, the route winning per key; the most specific `disabled` wins,
+// and a route's check_settings re-enable the check under a disabled
+// virtual host (spec §1, §3 ExtAuthzPerRoute).
+func TestContextExtensionsMerge(t *testing.T) {
+	authz := startFakeAuthz(t)
+	backend := startUpstream(t, "backend")
+	b, err := LoadFile("testdata/merge.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := startGateway(t, b, map[string]string{"backend": backend.addr(), "authz": authz.addr})
+	tests := []struct {
+		host, path string
+		checked    bool
+		ctx        map[string]string
+	}{
+		{"any.test", "/merge", true, map[string]string{"a": "vhost", "b": "route", "c": "route"}},
+		{"any.test", "/vhost-only", true, map[string]string{"a": "vhost", "b": "vhost"}},
+		{"any.test", "/disabled", false, nil},
+		{"off.example", "/reenabled", true, map[string]string{"c": "route"}},
+		{"OFF.example", "/anything", false, nil},
+		{"api.off.example", "/reenabled", true, map[string]string{"c": "route"}},
+		{"off.example:8080", "/vhost-only", true, map[string]string{"a": "vhost", "b": "vhost"}}, // the port is part of the match: "*" wins
+	}
+	for _, tt := range tests {
+		t.Run(tt.host+tt.path, func(t *testing.T) {
+			authz.reset()
+			resp, body := raw(t, g.Addr().String(), "GET "+tt.path+" HTTP/1.1\r\nHost: "+tt.host+"\r\nConnection: close\r\n\r\n")
+			calls := authz.calls()
+			if tt.checked != (len(calls) == 1) {
+				t.Fatalf("GET %s%s: ext_authz called %d times, want checked=%v (status %d %q)", tt.host, tt.path, len(calls), tt.checked, resp.StatusCode, body)
+			}
+			if tt.checked {
+				if got := calls[0].GetAttributes().GetContextExtensions(); !equalMaps(got, tt.ctx) {
+					t.Errorf("GET %s%s: context_extensions = %v, want %v", tt.host, tt.path, got, tt.ctx)
+				}
+			}
+		})
+	}
+}
+
+// TestEdgeHeaders: as an edge proxy (use_remote_address) the gateway
+// appends the client to x-forwarded-for, sets x-forwarded-proto, replaces
+// the client's x-request-id and drops its x-envoy-* headers; hop-by-hop
+// headers do not travel.
+func TestEdgeHeaders(t *testing.T) {
+	h := newHarness(t)
+	resp, _ := raw(t, h.addr, "POST /register HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nX-Request-Id: client\r\nX-Forwarded-For: 198.51.100.1, 198.51.100.2\r\nX-Forwarded-Proto: https\r\nX-Envoy-Internal: true\r\nX-Envoy-Original-Path: /admin\r\nX-Envoy-Upstream-Rq-Timeout-Ms: 1\r\nKeep-Alive: timeout=5\r\nConnection: close, X-Hop\r\nX-Hop: 1\r\n\r\n{}")
+	if resp.StatusCode != 200 {
+		t.Fatalf("POST /register = %d, want 200", resp.StatusCode)
+	}
+	got := h.issuer.requests()
+	if len(got) != 1 {
+		t.Fatalf("issuer saw %d requests, want 1", len(got))
+	}
+	r := got[0]
+	if v := r.Header.Get("X-Forwarded-For"); v != "198.51.100.1, 198.51.100.2,127.0.0.1" {
+		t.Errorf("x-forwarded-for = %q, want the client's list with 127.0.0.1 appended", v)
+	}
+	if v := r.Header.Get("X-Forwarded-Proto"); v != "http" {
+		t.Errorf("x-forwarded-proto = %q, want http (the connection's scheme)", v)
+	}
+	if v := r.Header.Get("X-Request-Id"); v == "client" || len(v) != 36 {
+		t.Errorf("x-request-id = %q, want a new UUID", v)
+	}
+	if v := r.Header.Get("X-Envoy-External-Address"); v != "127.0.0.1" {
+		t.Errorf("x-envoy-external-address = %q, want 127.0.0.1", v)
+	}
+	for _, k := range []string{"X-Envoy-Internal", "X-Envoy-Original-Path", "X-Envoy-Upstream-Rq-Timeout-Ms", "Keep-Alive", "X-Hop"} {
+		if v := r.Header.Values(k); len(v) != 0 {
+			t.Errorf("issuer saw %s %q, want it dropped", k, v)
+		}
+	}
+	if r.ContentLength != 2 {
+		t.Errorf("issuer saw content-length %d, want 2", r.ContentLength)
+	}
+	if v := resp.Header.Get("X-Envoy-Upstream-Service-Time"); v == "" {
+		t.Errorf("response has no x-envoy-upstream-service-time")
+	}
+}
+
+// TestCodecRejections: requests Envoy refuses before routing never reach
+// authz or an upstream.
+func TestCodecRejections(t *testing.T) {
+	h := newHarness(t)
+	tests := []struct {
+		name, request string
+		status        int
+	}{
+		{"HTTP/1.0 (accept_http_10 off)", "GET /books HTTP/1.0\r\nHost: x\r\n\r\n", 426},
+		{"websocket upgrade without upgrade_configs", "GET /books HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", 403},
+		{"CONNECT", "CONNECT tollgate.test:443 HTTP/1.1\r\nHost: tollgate.test:443\r\n\r\n", 403},
+		{"header with underscore", "GET /register HTTP/1.1\r\nHost: x\r\nmy_header: 1\r\nConnection: close\r\n\r\n", 400},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h.reset()
+			resp, _ := raw(t, h.addr, tt.request)
+			if resp.StatusCode != tt.status {
+				t.Errorf("%s = %d, want %d", tt.name, resp.StatusCode, tt.status)
+			}
+			if n := len(h.authz.calls()) + len(h.books.requests()) + len(h.issuer.requests()); n != 0 {
+				t.Errorf("%s reached authz or an upstream %d times", tt.name, n)
+			}
+		})
+	}
+}
+
+// TestUpstreamUnavailable: a cluster that refuses connections is a 503
+// local reply after the check passed (router behaviour).
+func TestUpstreamUnavailable(t *testing.T) {
+	authz := startFakeAuthz(t)
+	b, err := LoadFile(shippedConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := startGateway(t, b, map[string]string{"authz": authz.addr, "books": closedAddr(t), "issuer": closedAddr(t)})
+	resp, body := raw(t, g.Addr().String(), get("/books"))
+	if resp.StatusCode != 503 || !strings.HasPrefix(body, "upstream connect error") {
+		t.Errorf("GET /books with books down = %d %q, want 503 upstream connect error", resp.StatusCode, body)
+	}
+}
+
+// TestStreaming: the response is streamed, not buffered: the client reads
+// the first part while the upstream is still writing.
+func TestStreaming(t *testing.T) {
+	authz := startFakeAuthz(t)
+	release := make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "first\n")
+		w.(http.Flusher).Flush()
+		<-release
+		io.WriteString(w, "second\n")
+	}))
+	defer up.Close()
+	defer close(release)
+	b, err := LoadFile(shippedConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := startGateway(t, b, map[string]string{"authz": authz.addr, "books": strings.TrimPrefix(up.URL, "http://")})
+	resp, err := http.Get("http://" + g.Addr().String() + "/books")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	line, err := bufio.NewReader(resp.Body).ReadString('\n')
+	if err != nil || line != "first\n" {
+		t.Fatalf("first line = %q, %v; want \"first\\n\" before the upstream finished", line, err)
+	}
+}
+
+func TestAdminReady(t *testing.T) {
+	h := newHarness(t)
+	resp, err := http.Get("http://" + h.gw.AdminAddr().String() + "/ready")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != "LIVE\n" {
+		t.Errorf("GET /ready = %d %q, want 200 \"LIVE\\n\"", resp.StatusCode, body)
+	}
+}
+
+// TestServeStopsGracefully: Serve returns nil once its context is done,
+// after letting an in-flight request finish.
+func TestServeStopsGracefully(t *testing.T) {
+	authz := startFakeAuthz(t)
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(300 * time.Millisecond)
+		io.WriteString(w, "done")
+	}))
+	defer slow.Close()
+	b, err := LoadFile(shippedConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := NewGateway(b, Options{ListenAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", Endpoints: map[string]string{"authz": authz.addr, "books": strings.TrimPrefix(slow.URL, "http://")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- g.Serve(ctx) }()
+	got := make(chan string, 1)
+	go func() {
+		resp, err := http.Get("http://" + g.Addr().String() + "/books")
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		got <- string(b)
+	}()
+	time.Sleep(100 * time.Millisecond)
+	cancel()
+	if err := <-served; err != nil {
+		t.Errorf("Serve = %v, want nil after cancel", err)
+	}
+	if body := <-got; body != "done" {
+		t.Errorf("in-flight request got %q, want done", body)
+	}
+}

@@ -1,0 +1,118 @@
+package envoy
+
+import (
+	"errors"
+	"testing"
+)
+
+// TestGatewayRefusesUnimplementedFields: the dev gateway never runs a
+// config with a field it does not implement; the error names the field.
+func TestGatewayRefusesUnimplementedFields(t *testing.T) {
+	hcm := "static_resources.listeners[0].filter_chains[0].filters[0].typed_config[HttpConnectionManager]"
+	tests := []struct {
+		name     string
+		config   []byte
+		wantPath string
+	}{
+		{
+			name:     "ext_authz with_request_body",
+			config:   edit(t, "validate_mutations: true", "validate_mutations: true\n              with_request_body: {max_request_bytes: 1024}"),
+			wantPath: hcm + ".http_filters[0].typed_config[ExtAuthz].with_request_body",
+		},
+		{
+			name:     "route retry_policy",
+			config:   edit(t, "route: {cluster: books}\n                typed_per_filter_config:\n                  envoy.filters.http.ext_authz:\n                    \"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute\n                    check_settings:\n                      context_extensions: {route: books}\n              - name: books", "route: {cluster: books, retry_policy: {retry_on: 5xx}}\n                typed_per_filter_config:\n                  envoy.filters.http.ext_authz:\n                    \"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute\n                    check_settings:\n                      context_extensions: {route: books}\n              - name: books"),
+			wantPath: hcm + ".route_config.virtual_hosts[0].routes[5].route.retry_policy",
+		},
+		{
+			name:     "route timeout",
+			config:   edit(t, "route: {cluster: issuer}\n                request_headers_to_remove: [x-user-id, x-user-name, x-user-roles]\n                typed_per_filter_config:\n                  envoy.filters.http.ext_authz:\n                    \"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute\n                    disabled: true\n              - name: login", "route: {cluster: issuer, timeout: 5s}\n                request_headers_to_remove: [x-user-id, x-user-name, x-user-roles]\n                typed_per_filter_config:\n                  envoy.filters.http.ext_authz:\n                    \"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute\n                    disabled: true\n              - name: login"),
+			wantPath: hcm + ".route_config.virtual_hosts[0].routes[0].route.timeout",
+		},
+		{
+			name:     "ext_authz include_peer_certificate",
+			config:   edit(t, "validate_mutations: true", "validate_mutations: true\n              include_peer_certificate: true"),
+			wantPath: hcm + ".http_filters[0].typed_config[ExtAuthz].include_peer_certificate",
+		},
+		{
+			name:     "ext_authz allowed_headers",
+			config:   edit(t, "validate_mutations: true", "validate_mutations: true\n              allowed_headers: {patterns: [{exact: authorization}]}"),
+			wantPath: hcm + ".http_filters[0].typed_config[ExtAuthz].allowed_headers",
+		},
+		{
+			name:     "codec HTTP2 only",
+			config:   edit(t, "codec_type: AUTO", "codec_type: HTTP2"),
+			wantPath: hcm + ".codec_type",
+		},
+		{
+			name:     "escaped slashes redirect",
+			config:   edit(t, "path_with_escaped_slashes_action: REJECT_REQUEST", "path_with_escaped_slashes_action: UNESCAPE_AND_REDIRECT"),
+			wantPath: hcm + ".path_with_escaped_slashes_action",
+		},
+		{
+			name:     "not an edge proxy",
+			config:   edit(t, "use_remote_address: true", "use_remote_address: false"),
+			wantPath: hcm + ".use_remote_address",
+		},
+		{
+			name:     "xff_num_trusted_hops",
+			config:   edit(t, "use_remote_address: true", "use_remote_address: true\n          xff_num_trusted_hops: 1"),
+			wantPath: hcm + ".xff_num_trusted_hops",
+		},
+		{
+			name:     "access log",
+			config:   edit(t, "stat_prefix: ingress_http", "stat_prefix: ingress_http\n          access_log: [{name: envoy.access_loggers.stdout, typed_config: {\"@type\": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog}}]"),
+			wantPath: hcm + ".access_log",
+		},
+		{
+			name: "another http filter",
+			config: edit(t, `          - name: envoy.filters.http.router
+`, `          - name: envoy.filters.http.header_mutation
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation
+          - name: envoy.filters.http.router
+`),
+			wantPath: hcm + ".http_filters[1].typed_config",
+		},
+		{
+			name:     "cluster lb_policy",
+			config:   edit(t, "  - name: books\n    type: STATIC", "  - name: books\n    type: STATIC\n    lb_policy: LEAST_REQUEST"),
+			wantPath: "static_resources.clusters[1].lb_policy",
+		},
+		{
+			name:     "cluster type EDS",
+			config:   edit(t, "  - name: books\n    type: STATIC", "  - name: books\n    type: EDS"),
+			wantPath: "static_resources.clusters[1].type",
+		},
+		{
+			name:     "header matcher treat_missing_header_as_empty",
+			config:   edit(t, "path: /register\n                  headers: [{name: \":method\", string_match: {exact: POST}}]", "path: /register\n                  headers: [{name: \":method\", string_match: {exact: POST}, treat_missing_header_as_empty: true}]"),
+			wantPath: hcm + ".route_config.virtual_hosts[0].routes[0].match.headers[0].treat_missing_header_as_empty",
+		},
+		{
+			name:     "layered runtime",
+			config:   edit(t, "admin:\n", "layered_runtime: {layers: [{name: static, static_layer: {}}]}\nadmin:\n"),
+			wantPath: "layered_runtime",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := ValidateYAML(tt.config)
+			if err != nil {
+				t.Fatalf("ValidateYAML(%s) = %v; the config must be valid Envoy config for this test to mean anything", tt.name, err)
+			}
+			g, err := NewGateway(b, Options{})
+			if err == nil {
+				g.Close()
+				t.Fatalf("NewGateway(%s) = nil error, want an *UnsupportedError naming %s", tt.name, tt.wantPath)
+			}
+			var ue *UnsupportedError
+			if !errors.As(err, &ue) {
+				t.Fatalf("NewGateway(%s) error %v is not an *UnsupportedError", tt.name, err)
+			}
+			if ue.Path != tt.wantPath {
+				t.Errorf("NewGateway(%s) names %s, want %s (error: %v)", tt.name, ue.Path, tt.wantPath, err)
+			}
+		})
+	}
+}
