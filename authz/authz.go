@@ -96,12 +96,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	s.health.SetServingStatus(AuthorizationService, healthpb.HealthCheckResponse_NOT_SERVING)
 	s.ready = server.NewHealth(map[string]server.Check{"jwks": s.keysReady})
-	s.keys = newKeySource(cfg, log, s.metrics, s.keysChanged)
-	s.verifier = newVerifier(cfg, s.keys, func() time.Time { return s.now() })
-
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
-	s.wg.Go(func() { s.keys.run(runCtx) })
+	s.keys = newKeySource(runCtx, cfg, log, s.metrics, s.keysChanged)
+	s.verifier = newVerifier(cfg, s.keys, func() time.Time { return s.now() })
+	s.wg.Go(s.keys.run)
 	return s, nil
 }
 
@@ -149,8 +148,8 @@ func (s *Server) SetStopping() {
 	s.ready.SetStopping()
 }
 
-// Close stops the background key refresh. It does not stop servers the
-// caller registered s on.
+// Close stops the background key refresh (after SetStopping). It does
+// not stop servers the caller registered s on.
 func (s *Server) Close() error {
 	s.closeMu.Lock()
 	defer s.closeMu.Unlock()
@@ -161,6 +160,7 @@ func (s *Server) Close() error {
 	s.SetStopping()
 	s.cancel()
 	s.wg.Wait()
+	s.cfg.HTTPClient.CloseIdleConnections()
 	return nil
 }
 

@@ -166,7 +166,8 @@ func (c Config) withDefaults() (Config, error) {
 		errs = append(errs, fmt.Errorf("min refresh %v is above max refresh %v", c.MinRefresh, c.MaxRefresh))
 	}
 	if c.HTTPClient == nil {
-		c.HTTPClient = &http.Client{Timeout: c.FetchTimeout}
+		// An own transport, so Close can drop its idle connections.
+		c.HTTPClient = &http.Client{Timeout: c.FetchTimeout, Transport: http.DefaultTransport.(*http.Transport).Clone()}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return c, fmt.Errorf("authz config: %w", err)

@@ -42,6 +42,8 @@ var (
 // refetches early, at most once per RefetchInterval, when a token names
 // an unknown kid, and keeps the last good set when a fetch fails.
 type keySource struct {
+	base     context.Context // canceled by Close; every fetch runs under it
+	fetches  sync.WaitGroup
 	cfg      Config
 	log      *slog.Logger
 	metrics  *metrics
@@ -56,6 +58,7 @@ type keySource struct {
 	failures  int        // consecutive failed fetches
 	lastStart time.Time  // start of the latest fetch, for the refetch rate limit
 	inflight  *fetchCall // the fetch in progress, shared by everyone waiting
+	closed    bool       // run has ended; no more fetches
 	kick      chan struct{}
 }
 
@@ -65,8 +68,9 @@ type fetchCall struct {
 	err  error
 }
 
-func newKeySource(cfg Config, log *slog.Logger, m *metrics, onChange func(prev, next *keySet)) *keySource {
+func newKeySource(base context.Context, cfg Config, log *slog.Logger, m *metrics, onChange func(prev, next *keySet)) *keySource {
 	return &keySource{
+		base:     base,
 		cfg:      cfg,
 		log:      log,
 		metrics:  m,
@@ -79,8 +83,17 @@ func newKeySource(cfg Config, log *slog.Logger, m *metrics, onChange func(prev, 
 // keys returns the current key set (nil before the first load).
 func (s *keySource) keys() *keySet { return s.current.Load() }
 
-// run refreshes the key set until ctx is done.
-func (s *keySource) run(ctx context.Context) {
+// run refreshes the key set until the base context is done, then waits
+// for fetches in flight.
+func (s *keySource) run() {
+	defer func() {
+		// After closed is set no fetch starts, so Wait sees every Add.
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		s.fetches.Wait()
+	}()
+	ctx := s.base
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -98,7 +111,7 @@ func (s *keySource) run(ctx context.Context) {
 			}
 			continue
 		}
-		call := s.start(ctx, false)
+		call := s.start(false)
 		if call == nil {
 			continue
 		}
@@ -115,7 +128,7 @@ func (s *keySource) run(ctx context.Context) {
 // for the fetch in progress (this one or another) until ctx is done. It
 // reports whether a fetch completed while it waited.
 func (s *keySource) refetch(ctx context.Context) bool {
-	call := s.start(ctx, true)
+	call := s.start(true)
 	if call == nil {
 		s.metrics.refetches.WithLabelValues("rate_limited").Inc()
 		return false
@@ -132,12 +145,16 @@ func (s *keySource) refetch(ctx context.Context) bool {
 }
 
 // start returns the fetch in progress, or starts one. An on-demand
-// start is refused (nil) within RefetchInterval of the previous start.
-func (s *keySource) start(ctx context.Context, onDemand bool) *fetchCall {
+// start is refused (nil) within RefetchInterval of the previous start,
+// and every start once the source is closed.
+func (s *keySource) start(onDemand bool) *fetchCall {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.inflight != nil {
 		return s.inflight
+	}
+	if s.closed || s.base.Err() != nil {
+		return nil
 	}
 	now := time.Now()
 	if onDemand && !s.lastStart.IsZero() && now.Sub(s.lastStart) < s.cfg.RefetchInterval {
@@ -148,7 +165,11 @@ func (s *keySource) start(ctx context.Context, onDemand bool) *fetchCall {
 	s.inflight = call
 	// The fetch outlives the request that asked for it: other checks
 	// wait for it too, and its result is worth keeping.
-	go s.fetch(context.WithoutCancel(ctx), call)
+	s.fetches.Add(1)
+	go func() {
+		defer s.fetches.Done()
+		s.fetch(s.base, call)
+	}()
 	return call
 }
 

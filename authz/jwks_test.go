@@ -238,7 +238,7 @@ func TestKeyLeavesJWKS(t *testing.T) {
 		swapped["kid"] = main.kid
 		e.jwks.setJWKs(t, swapped)
 		before := fetched(e)
-		e.srv.keys.start(context.Background(), false)
+		e.srv.keys.start(false)
 		waitFor(t, "a fetch", func() bool { return fetched(e) > before })
 		got := e.check(envoyRequest("GET", "/books", bearer(tok), nil))
 		if diff := diffResponse(wantInvalid, got); diff != "" {
