@@ -206,4 +206,3 @@ func (s *Server) HTTPHandler() http.Handler {
 	})
 	return s.httpHandler
 }
-

@@ -44,7 +44,9 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 // envoyHeaders reads the headers of a CheckRequest: the headers map
 // (Envoy's default, keys lowercase, repeats joined with ","), or the
 // header_map list when Envoy runs with encode_raw_headers.
-type envoyHeaders struct{ r *authv3.AttributeContext_HttpRequest }
+type envoyHeaders struct {
+	r *authv3.AttributeContext_HttpRequest
+}
 
 func (e envoyHeaders) header(name string) (string, bool) {
 	if v, ok := e.r.GetHeaders()[name]; ok {

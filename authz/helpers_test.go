@@ -300,8 +300,10 @@ func newLogRecorder() *logRecorder {
 }
 
 func (r *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
-func (r *logRecorder) WithAttrs(as []slog.Attr) slog.Handler    { return &recorderView{r, r.h.WithAttrs(as)} }
-func (r *logRecorder) WithGroup(n string) slog.Handler          { return &recorderView{r, r.h.WithGroup(n)} }
+func (r *logRecorder) WithAttrs(as []slog.Attr) slog.Handler {
+	return &recorderView{r, r.h.WithAttrs(as)}
+}
+func (r *logRecorder) WithGroup(n string) slog.Handler { return &recorderView{r, r.h.WithGroup(n)} }
 func (r *logRecorder) Handle(ctx context.Context, rec slog.Record) error {
 	return r.handle(ctx, r.h, rec)
 }
@@ -327,8 +329,10 @@ type recorderView struct {
 }
 
 func (v *recorderView) Enabled(context.Context, slog.Level) bool { return true }
-func (v *recorderView) WithAttrs(as []slog.Attr) slog.Handler    { return &recorderView{v.r, v.h.WithAttrs(as)} }
-func (v *recorderView) WithGroup(n string) slog.Handler          { return &recorderView{v.r, v.h.WithGroup(n)} }
+func (v *recorderView) WithAttrs(as []slog.Attr) slog.Handler {
+	return &recorderView{v.r, v.h.WithAttrs(as)}
+}
+func (v *recorderView) WithGroup(n string) slog.Handler { return &recorderView{v.r, v.h.WithGroup(n)} }
 func (v *recorderView) Handle(ctx context.Context, rec slog.Record) error {
 	return v.r.handle(ctx, v.h, rec)
 }
@@ -490,7 +494,7 @@ func envoyRequest(method, path string, headers map[string]string, ext map[string
 		h[k] = v
 	}
 	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
-		Source: &authv3.AttributeContext_Peer{Address: socketAddress("10.0.0.7", 51234)},
+		Source:      &authv3.AttributeContext_Peer{Address: socketAddress("10.0.0.7", 51234)},
 		Destination: &authv3.AttributeContext_Peer{Address: socketAddress("10.0.0.2", 8080)},
 		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
 			Id:       "9813247019237",
