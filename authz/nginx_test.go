@@ -226,12 +226,12 @@ func TestNginxAuthRequest(t *testing.T) {
 		{
 			name: "no name claim: a client's X-User-Name is dropped", path: "/books",
 			headers: map[string]string{"Authorization": "Bearer " + e.key.sign(t, noName, nil), "X-User-Name": "root"},
-			want: want{status: 200, upstream: map[string]string{"X-User-Id": "2d8e9f0a-noname", "X-User-Name": ""}},
+			want:    want{status: 200, upstream: map[string]string{"X-User-Id": "2d8e9f0a-noname", "X-User-Name": ""}},
 		},
 		{
 			name: "admin route, admin token", path: "/users",
 			headers: map[string]string{"Authorization": "Bearer " + admin},
-			want: want{status: 200, upstream: map[string]string{"X-User-Id": "1c7d8e9f-admin", "X-User-Roles": "admin,user"}},
+			want:    want{status: 200, upstream: map[string]string{"X-User-Id": "1c7d8e9f-admin", "X-User-Roles": "admin,user"}},
 		},
 		{
 			name: "no token", path: "/books",
