@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net/http"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -559,7 +560,7 @@ func TestNewRefusesBadConfig(t *testing.T) {
 		cfg  Config
 	}{
 		{"no database", Config{}},
-		{"negative body limit", Config{DB: "x.db", MaxBodyBytes: -1}},
+		{"negative body limit", Config{DB: filepath.Join(t.TempDir(), "x.db"), MaxBodyBytes: -1}},
 		{"unreachable postgres", Config{DB: "postgres://nobody@127.0.0.1:1/none?connect_timeout=1"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
