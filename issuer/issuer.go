@@ -68,7 +68,7 @@ type Config struct {
 	// TokenTTL is the lifetime of a token (default 45m).
 	TokenTTL time.Duration
 	// JWKSMaxAge is the max-age of the JWKS and discovery documents
-	// (default 5m).
+	// (default 5m; negative means 0, no caching).
 	JWKSMaxAge time.Duration
 	// DisableRegistration turns POST /register off.
 	DisableRegistration bool
@@ -149,8 +149,11 @@ func (c Config) withDefaults() Config {
 	if c.TokenTTL == 0 {
 		c.TokenTTL = DefaultTokenTTL
 	}
-	if c.JWKSMaxAge == 0 {
+	switch {
+	case c.JWKSMaxAge == 0:
 		c.JWKSMaxAge = DefaultJWKSMaxAge
+	case c.JWKSMaxAge < 0:
+		c.JWKSMaxAge = 0
 	}
 	if c.AdminName == "" {
 		c.AdminName = DefaultAdminName
@@ -189,9 +192,6 @@ func (c Config) validate() error {
 	}
 	if c.TokenTTL < time.Minute || c.TokenTTL > 24*time.Hour {
 		return fmt.Errorf("token TTL %s must be between 1m and 24h", c.TokenTTL)
-	}
-	if c.JWKSMaxAge < 0 {
-		return fmt.Errorf("JWKS max-age %s must not be negative", c.JWKSMaxAge)
 	}
 	if err := c.Argon2.validate(); err != nil {
 		return err

@@ -356,6 +356,11 @@ func TestKubernetesSecretLayout(t *testing.T) {
 		}
 	}
 	write("v1", k1)
+	// A hidden file (an editor's backup, say) is never a key.
+	hidden := newKeyFile(t, src, ES256)
+	if err := os.Rename(filepath.Join(src, hidden+".pem"), filepath.Join(keyDir, ".signing.pem.bak")); err != nil {
+		t.Fatal(err)
+	}
 	env := newEnv(t, func(c *Config) { c.KeyDir = keyDir })
 	if diff := cmp.Diff([]string{k1}, publishedKIDs(t, env)); diff != "" {
 		t.Fatalf("JWKS from the Secret (-want +got):\n%s", diff)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -99,7 +100,7 @@ func (f *issuerFlags) config() (issuer.Config, error) {
 		return cfg, fmt.Errorf("-jwks-max-age must not be negative")
 	}
 	if f.jwksMaxAge == 0 {
-		cfg.JWKSMaxAge = time.Nanosecond // max-age=0
+		cfg.JWKSMaxAge = -1 // max-age=0
 	}
 	for _, name := range strings.Split(f.adminUsers, ",") {
 		if name = strings.TrimSpace(name); name != "" {
@@ -149,6 +150,12 @@ func (f *issuerFlags) config() (issuer.Config, error) {
 }
 
 func runIssuer(ctx context.Context, args []string) error {
+	return serveIssuer(ctx, args, nil)
+}
+
+// serveIssuer runs `tollgate issuer args` until ctx ends; onListen, when
+// set, learns the bound address (tests listen on port 0).
+func serveIssuer(ctx context.Context, args []string, onListen func(net.Addr)) error {
 	if len(args) > 0 && args[0] == "keygen" {
 		return runKeygen(args[1:])
 	}
@@ -179,6 +186,9 @@ func runIssuer(ctx context.Context, args []string) error {
 	l, err := server.Listen("issuer", f.addr)
 	if err != nil {
 		return err
+	}
+	if onListen != nil {
+		onListen(l.Addr())
 	}
 	return server.Run(ctx, log, f.shutdownTimeout, svc.SetStopping,
 		server.Bound{Name: "issuer", Unit: server.NewHTTP(svc.Handler(), log), Listener: l})
