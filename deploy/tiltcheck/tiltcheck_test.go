@@ -99,7 +99,7 @@ func TestLoadCatches(t *testing.T) {
 		{"unknown builtin", "k8s_yaml(manifests)", "k8s_yaml(manifests)\nk8s_apply(manifests)", "undefined: k8s_apply"},
 		{"misspelt keyword", "port_forwards=['8080:8080'", "port_forward=['8080:8080'", "unexpected keyword argument"},
 		{"missing Dockerfile", "k8s/tilt.Dockerfile", "k8s/tilt.dockerfile", "does not exist"},
-		{"missing values file", "values-dev.yaml", "values-devel.yaml", "does not exist"},
+		{"missing values file", "'charts/tollgate/values-dev.yaml'", "'charts/tollgate/values-devel.yaml'", "does not exist"},
 		{"missing chart", "'charts/tollgate',", "'charts/tolgate',", "does not exist"},
 		{"missing dependency", "'internal', 'issuer'", "'internals', 'issuer'", "does not exist"},
 		{"missing script", "files/tutorial.sh", "files/tutorial-flow.sh", "does not exist"},
