@@ -1,0 +1,497 @@
+// Command bench is the authz load benchmark (make bench-authz): it runs
+// `tollgate authz` against a JWKS it serves itself, and beside it a no-op
+// Check server built with the same gRPC settings (the floor), drives both
+// with ghz on loopback, and prints checks/s, p50/p99/p99.9 latency and
+// the ratios the project aims for.
+//
+// It only ever talks to 127.0.0.1, and every run is bounded in time.
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/google/uuid"
+	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v2/jwk"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/protobuf/encoding/protodelim"
+
+	"github.com/tollgate-dev/tollgate/authz"
+)
+
+const issuerName = "https://issuer.bench.invalid"
+
+type options struct {
+	tollgate    string
+	ghz         string
+	runs        int
+	duration    time.Duration
+	warmup      time.Duration
+	concurrency int
+	connections int
+	tokens      int
+}
+
+func main() {
+	log.SetFlags(0)
+	log.SetPrefix("bench: ")
+	var o options
+	var serveNoop string
+	flag.StringVar(&o.tollgate, "tollgate", "", "path of the tollgate binary to benchmark")
+	flag.StringVar(&o.ghz, "ghz", "", "path of the ghz binary")
+	flag.IntVar(&o.runs, "runs", 3, "runs of each measurement; the median is reported")
+	flag.DurationVar(&o.duration, "duration", 10*time.Second, "length of one measured run")
+	flag.DurationVar(&o.warmup, "warmup", 2*time.Second, "unmeasured load before the runs on each server")
+	flag.IntVar(&o.concurrency, "c", 50, "concurrent requests (ghz -c)")
+	flag.IntVar(&o.connections, "connections", 1, "gRPC connections (ghz --connections); Envoy keeps few")
+	flag.IntVar(&o.tokens, "tokens", 1000, "distinct valid tokens in the pool")
+	flag.StringVar(&serveNoop, "serve-noop", "", "serve the no-op Check server on this address (used by the benchmark itself)")
+	flag.Parse()
+	if serveNoop != "" {
+		if err := runNoop(serveNoop); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
+	if o.tollgate == "" || o.ghz == "" || o.runs < 1 || o.tokens < 1 {
+		flag.Usage()
+		os.Exit(2)
+	}
+	if err := run(o); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// noop answers every Check with OK and nothing else: the cost of gRPC
+// itself, with authz's server options, health and reflection.
+type noop struct {
+	authv3.UnimplementedAuthorizationServer
+}
+
+func (noop) Check(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	return &authv3.CheckResponse{Status: &rpcstatus.Status{}}, nil
+}
+
+func runNoop(addr string) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	gs := grpc.NewServer(authz.ServerOptions()...)
+	authv3.RegisterAuthorizationServer(gs, noop{})
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(gs, hs)
+	reflection.Register(gs)
+	return gs.Serve(l)
+}
+
+func run(o options) error {
+	dir, err := os.MkdirTemp("", "tollgate-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	jwksURL, kid, stopJWKS, err := serveJWKS(key)
+	if err != nil {
+		return err
+	}
+	defer stopJWKS()
+	one, err := writeRequests(filepath.Join(dir, "one.bin"), key, kid, 1)
+	if err != nil {
+		return err
+	}
+	pool, err := writeRequests(filepath.Join(dir, "pool.bin"), key, kid, o.tokens)
+	if err != nil {
+		return err
+	}
+
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	noopAddr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	noopSrv, err := startServer("no-op", exec.Command(self, "-serve-noop", noopAddr), noopAddr, "")
+	if err != nil {
+		return err
+	}
+	defer noopSrv.stop()
+	cached, err := startAuthz(o.tollgate, jwksURL, 10000)
+	if err != nil {
+		return err
+	}
+	defer cached.stop()
+	uncached, err := startAuthz(o.tollgate, jwksURL, 0)
+	if err != nil {
+		return err
+	}
+	defer uncached.stop()
+
+	fmt.Printf("warming up (%v per server)...\n", o.warmup)
+	for _, s := range []*server{noopSrv, cached, uncached} {
+		if _, err := o.ghzRun(s, pool, o.warmup, 0); err != nil {
+			return fmt.Errorf("warm-up of %s: %w", s.name, err)
+		}
+	}
+
+	type scenario struct {
+		name    string
+		srv     *server
+		data    string
+		rate    int
+		results []result
+	}
+	maxRate := []*scenario{
+		{name: "no-op Check server, token pool", srv: noopSrv, data: pool},
+		{name: "authz, cache, one token", srv: cached, data: one},
+		{name: "authz, cache, token pool", srv: cached, data: pool},
+		{name: "authz, no cache, token pool", srv: uncached, data: pool},
+	}
+	// Runs interleave the servers so drift in the shared machine's load
+	// spreads over all of them.
+	for r := range o.runs {
+		for _, sc := range maxRate {
+			fmt.Printf("run %d/%d: %s, max rate...\n", r+1, o.runs, sc.name)
+			res, err := o.ghzRun(sc.srv, sc.data, o.duration, 0)
+			if err != nil {
+				return fmt.Errorf("%s: %w", sc.name, err)
+			}
+			sc.results = append(sc.results, res)
+		}
+	}
+	fixed := int(median(maxRate[0].results, func(r result) float64 { return r.rps }) / 2)
+	fixedRate := []*scenario{
+		{name: "no-op Check server, token pool", srv: noopSrv, data: pool, rate: fixed},
+		{name: "authz, cache, token pool", srv: cached, data: pool, rate: fixed},
+	}
+	for r := range o.runs {
+		for _, sc := range fixedRate {
+			fmt.Printf("run %d/%d: %s, %d/s...\n", r+1, o.runs, sc.name, fixed)
+			res, err := o.ghzRun(sc.srv, sc.data, o.duration, fixed)
+			if err != nil {
+				return fmt.Errorf("%s: %w", sc.name, err)
+			}
+			sc.results = append(sc.results, res)
+		}
+	}
+	for _, s := range []*server{cached, uncached} {
+		if err := s.checkAllAllowed(); err != nil {
+			return err
+		}
+	}
+
+	fmt.Printf("\nauthz load benchmark: ghz -c %d --connections %d, %v per run, median of %d runs, %d distinct tokens in the pool, loopback\n\n",
+		o.concurrency, o.connections, o.duration, o.runs, o.tokens)
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "scenario\tload\tchecks/s\tp50\tp99\tp99.9\t")
+	all := append(append([]*scenario{}, maxRate...), fixedRate...)
+	for _, sc := range all {
+		load := "max"
+		if sc.rate > 0 {
+			load = strconv.Itoa(sc.rate) + "/s"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%s\t%s\t%s\t\n", sc.name, load,
+			median(sc.results, func(r result) float64 { return r.rps }),
+			ms(median(sc.results, func(r result) float64 { return float64(r.p50) })),
+			ms(median(sc.results, func(r result) float64 { return float64(r.p99) })),
+			ms(median(sc.results, func(r result) float64 { return float64(r.p999) })))
+	}
+	tw.Flush()
+
+	rps := func(sc *scenario) float64 { return median(sc.results, func(r result) float64 { return r.rps }) }
+	p99 := func(sc *scenario) float64 { return median(sc.results, func(r result) float64 { return float64(r.p99) }) }
+	fmt.Printf("\nratios (aim in brackets):\n")
+	fmt.Printf("  throughput, cache, one token   / no-op: %.2f  (>= 0.9)\n", rps(maxRate[1])/rps(maxRate[0]))
+	fmt.Printf("  throughput, cache, token pool  / no-op: %.2f  (>= 0.9)\n", rps(maxRate[2])/rps(maxRate[0]))
+	fmt.Printf("  throughput, no cache, pool     / no-op: %.2f  (>= 0.5)\n", rps(maxRate[3])/rps(maxRate[0]))
+	fmt.Printf("  p99 at %d/s, cache, pool      / no-op: %.2f  (<= 1.2)\n", fixed, p99(fixedRate[1])/p99(fixedRate[0]))
+	return nil
+}
+
+func ms(ns float64) string { return fmt.Sprintf("%.2fms", ns/1e6) }
+
+// result is one ghz run.
+type result struct {
+	rps             float64
+	p50, p99, p999  time.Duration
+	count, failures int
+}
+
+func median[T any](xs []T, f func(T) float64) float64 {
+	v := make([]float64, len(xs))
+	for i, x := range xs {
+		v[i] = f(x)
+	}
+	slices.Sort(v)
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
+}
+
+// ghzRun drives s for d at most rate requests/s (0 = as fast as it
+// goes) and computes the percentiles from every request's latency.
+func (o options) ghzRun(s *server, data string, d time.Duration, rate int) (result, error) {
+	args := []string{
+		"--insecure",
+		"--call", "envoy.service.auth.v3.Authorization/Check",
+		"-B", data,
+		"-c", strconv.Itoa(o.concurrency),
+		"--connections", strconv.Itoa(o.connections),
+		"-z", d.String(),
+		"-O", "json",
+	}
+	if rate > 0 {
+		args = append(args, "--rps", strconv.Itoa(rate))
+	}
+	args = append(args, s.addr)
+	var out, errOut bytes.Buffer
+	cmd := exec.Command(o.ghz, args...)
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Run(); err != nil {
+		return result{}, fmt.Errorf("ghz: %w: %s", err, errOut.String())
+	}
+	var rep struct {
+		Count   int     `json:"count"`
+		RPS     float64 `json:"rps"`
+		Details []struct {
+			Latency int64  `json:"latency"`
+			Status  string `json:"status"`
+			Error   string `json:"error"`
+		} `json:"details"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		return result{}, fmt.Errorf("ghz output: %w", err)
+	}
+	var lat []int64
+	failures := 0
+	for _, dt := range rep.Details {
+		if dt.Status != "OK" || dt.Error != "" {
+			failures++
+			continue
+		}
+		lat = append(lat, dt.Latency)
+	}
+	if len(lat) == 0 {
+		return result{}, fmt.Errorf("ghz: no successful requests (%d failed)", failures)
+	}
+	// A request cut off when the run's time is up is not a failure of
+	// the server; more than that is.
+	if failures > o.concurrency {
+		return result{}, fmt.Errorf("ghz: %d of %d requests failed", failures, rep.Count)
+	}
+	slices.Sort(lat)
+	pct := func(p float64) time.Duration { return time.Duration(lat[min(len(lat)-1, int(p*float64(len(lat))))]) }
+	return result{rps: rep.RPS, p50: pct(0.50), p99: pct(0.99), p999: pct(0.999), count: rep.Count, failures: failures}, nil
+}
+
+// server is one process under load.
+type server struct {
+	name    string
+	addr    string // gRPC
+	metrics string // authz /metrics URL, empty for the no-op
+	cmd     *exec.Cmd
+}
+
+func (s *server) stop() {
+	s.cmd.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { s.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		s.cmd.Process.Kill()
+		<-done
+	}
+}
+
+// checkAllAllowed makes sure the load measured allows, not denials.
+func (s *server) checkAllAllowed() error {
+	resp, err := http.Get(s.metrics)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(line, `tollgate_authz_checks_total{decision="deny"`) && !strings.HasSuffix(line, " 0") {
+			return fmt.Errorf("%s denied some checks during the benchmark: %s", s.name, line)
+		}
+	}
+	return nil
+}
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+func startAuthz(tollgate, jwksURL string, cacheSize int) (*server, error) {
+	grpcAddr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	httpAddr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	name := "authz (cache " + strconv.Itoa(cacheSize) + ")"
+	cmd := exec.Command(tollgate, "authz",
+		"-grpc-addr", grpcAddr, "-http-addr", httpAddr,
+		"-issuer", issuerName, "-jwks-url", jwksURL,
+		"-cache-size", strconv.Itoa(cacheSize))
+	s, err := startServer(name, cmd, grpcAddr, "http://"+httpAddr+"/readyz")
+	if err != nil {
+		return nil, err
+	}
+	s.metrics = "http://" + httpAddr + "/metrics"
+	return s, nil
+}
+
+// startServer starts cmd serving gRPC on addr (its output, the decision
+// log included, goes to /dev/null) and waits until it is ready: readyz
+// answers 200 or, for the no-op, its port accepts connections.
+func startServer(name string, cmd *exec.Cmd, addr, readyz string) (*server, error) {
+	s := &server{name: name, cmd: cmd, addr: addr}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if readyz != "" {
+			if resp, err := http.Get(readyz); err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					return s, nil
+				}
+			}
+		} else if c, err := net.Dial("tcp", s.addr); err == nil {
+			c.Close()
+			return s, nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	s.stop()
+	return nil, fmt.Errorf("%s did not become ready", name)
+}
+
+// serveJWKS publishes key's public JWK on a loopback port.
+func serveJWKS(key *ecdsa.PrivateKey) (url, kid string, stop func(), err error) {
+	pub, err := jwk.FromRaw(key.Public())
+	if err != nil {
+		return "", "", nil, err
+	}
+	tp, err := pub.Thumbprint(crypto.SHA256)
+	if err != nil {
+		return "", "", nil, err
+	}
+	kid = base64.RawURLEncoding.EncodeToString(tp)
+	for k, v := range map[string]any{jwk.KeyIDKey: kid, jwk.AlgorithmKey: jwa.ES256, jwk.KeyUsageKey: jwk.ForSignature} {
+		if err := pub.Set(k, v); err != nil {
+			return "", "", nil, err
+		}
+	}
+	set := jwk.NewSet()
+	if err := set.AddKey(pub); err != nil {
+		return "", "", nil, err
+	}
+	body, err := json.Marshal(set)
+	if err != nil {
+		return "", "", nil, err
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", "", nil, err
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/jwk-set+json")
+		w.Header().Set("Cache-Control", "max-age=300")
+		w.Write(body)
+	})}
+	go srv.Serve(l)
+	return "http://" + l.Addr().String() + "/jwks.json", kid, func() { srv.Close() }, nil
+}
+
+// writeRequests writes n CheckRequests, each with its own valid token,
+// as ghz's count-delimited binary data, and returns the file's path.
+func writeRequests(path string, key *ecdsa.PrivateKey, kid string, n int) (string, error) {
+	var buf bytes.Buffer
+	now := time.Now()
+	for range n {
+		tok := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims{
+			"iss": issuerName, "aud": []string{authz.DefaultAudience}, "sub": uuid.NewString(),
+			"name": "bench", "roles": []string{"user"}, "jti": uuid.NewString(),
+			"iat": now.Unix(), "nbf": now.Unix(), "exp": now.Add(2 * time.Hour).Unix(),
+		})
+		tok.Header["kid"] = kid
+		s, err := tok.SignedString(key)
+		if err != nil {
+			return "", err
+		}
+		if _, err := protodelim.MarshalTo(&buf, envoyRequest(s)); err != nil {
+			return "", err
+		}
+	}
+	if err := os.WriteFile(path, buf.Bytes(), 0o600); err != nil {
+		return "", errors.Join(errors.New("write requests"), err)
+	}
+	return path, nil
+}
+
+// envoyRequest is a CheckRequest as Envoy builds it for GET /books.
+func envoyRequest(tok string) *authv3.CheckRequest {
+	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Source: &authv3.AttributeContext_Peer{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{
+			SocketAddress: &corev3.SocketAddress{Address: "10.0.0.7", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 51234}}}}},
+		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+			Id: "1", Method: "GET", Path: "/books?page=1", Host: "books.example", Scheme: "http", Protocol: "HTTP/1.1",
+			Headers: map[string]string{
+				":authority": "books.example", ":method": "GET", ":path": "/books?page=1", ":scheme": "http",
+				"user-agent": "curl/8.5.0", "accept": "*/*", "x-forwarded-proto": "http",
+				"x-request-id":  uuid.NewString(),
+				"authorization": "Bearer " + tok,
+			},
+		}},
+		ContextExtensions: map[string]string{"route": "books"},
+	}}
+}
