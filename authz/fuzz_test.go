@@ -51,7 +51,7 @@ func fuzzClaims(sub string) map[string]any {
 	return map[string]any{
 		"iss": testIssuer, "aud": testAudience, "sub": sub, "name": sub, "jti": sub + "-jti",
 		"iat": fuzzNow.Add(-time.Hour).Unix(), "nbf": fuzzNow.Add(-time.Hour).Unix(),
-		"exp": time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC).Unix(),
+		"exp":   time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC).Unix(),
 		"roles": fuzzRoles[sub],
 	}
 }

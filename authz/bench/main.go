@@ -235,7 +235,9 @@ func run(o options) error {
 	tw.Flush()
 
 	rps := func(sc *scenario) float64 { return median(sc.results, func(r result) float64 { return r.rps }) }
-	p99 := func(sc *scenario) float64 { return median(sc.results, func(r result) float64 { return float64(r.p99) }) }
+	p99 := func(sc *scenario) float64 {
+		return median(sc.results, func(r result) float64 { return float64(r.p99) })
+	}
 	fmt.Printf("\nratios (aim in brackets):\n")
 	fmt.Printf("  throughput, cache, one token   / no-op: %.2f  (>= 0.9)\n", rps(maxRate[1])/rps(maxRate[0]))
 	fmt.Printf("  throughput, cache, token pool  / no-op: %.2f  (>= 0.9)\n", rps(maxRate[2])/rps(maxRate[0]))
