@@ -376,8 +376,7 @@ func (s *Service) ensureAdmin(ctx context.Context) error {
 // ensureGeneratedKey makes sure dir holds a key for alg, generating one
 // the first time, so restarts keep signing with the same key.
 func ensureGeneratedKey(dir string, alg jwa.SignatureAlgorithm, log *slog.Logger) error {
-	kr := &keyring{dir: dir}
-	files, err := kr.readDir()
+	files, err := readKeyDir(dir)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}

@@ -71,6 +71,8 @@ type keyring struct {
 	log    *slog.Logger
 	events func(kind string) // metrics hook
 
+	reloadMu sync.Mutex // one reload at a time
+
 	mu      sync.Mutex
 	keys    map[string]*signingKey
 	files   map[string]loadedKey // kid -> key file, as of the last scan
@@ -108,9 +110,9 @@ type dirFile struct {
 // errKeyFileTooLarge is a file in the key directory too large to be a key.
 var errKeyFileTooLarge = errors.New("file is larger than a key file can be")
 
-// readDir reads every candidate key file of the directory, in name order.
-func (kr *keyring) readDir() ([]dirFile, error) {
-	entries, err := os.ReadDir(kr.dir)
+// readKeyDir reads every candidate key file of dir, in name order.
+func readKeyDir(dir string) ([]dirFile, error) {
+	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("read key directory: %w", err)
 	}
@@ -119,7 +121,7 @@ func (kr *keyring) readDir() ([]dirFile, error) {
 		if strings.HasPrefix(e.Name(), ".") {
 			continue
 		}
-		path := filepath.Join(kr.dir, e.Name())
+		path := filepath.Join(dir, e.Name())
 		fi, err := os.Stat(path) // follows the Secret's symlinks
 		if err != nil {
 			if errors.Is(err, os.ErrNotExist) {
@@ -196,7 +198,9 @@ func (kr *keyring) parseFiles(files []dirFile) map[string]loadedKey {
 // use of keys, merges what every replica recorded, and forgets retired
 // keys. On error the previous state stays in force.
 func (kr *keyring) reload(ctx context.Context) error {
-	files, err := kr.readDir()
+	kr.reloadMu.Lock()
+	defer kr.reloadMu.Unlock()
+	files, err := readKeyDir(kr.dir)
 	if err != nil {
 		return err
 	}
@@ -357,14 +361,16 @@ func (kr *keyring) signerLocked(now time.Time) (*signingKey, error) {
 			active = k
 		}
 	}
-	if active == nil {
+	early := active == nil && first != nil
+	if early {
 		active = first
 	}
 	if active == nil {
 		return nil, fmt.Errorf("%w: no %s key in %s", errNoSigningKey, kr.alg, kr.dir)
 	}
 	if active.kid != kr.signing {
-		kr.log.Info("signing with key", "kid", active.kid, "alg", active.alg.String(), "file", active.file)
+		kr.log.Info("signing with key", "kid", active.kid, "alg", active.alg.String(), "file", active.file,
+			"before_activation_delay", early)
 		kr.signing = active.kid
 	}
 	return active, nil
