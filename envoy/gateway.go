@@ -704,7 +704,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, s *stream) {
 	sent := time.Now()
 	rp := &httputil.ReverseProxy{
 		Transport:     u.transport,
-		FlushInterval: -1,
+		FlushInterval: -1, // stream; this also means no content-type is ever sniffed
 		ErrorLog:      slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL = target
@@ -729,8 +729,6 @@ func (g *Gateway) proxy(w http.ResponseWriter, s *stream) {
 			g.localReply(w, s, status, body, s.route.responseHeadersToAdd)
 		},
 	}
-	// A response without a content-type must not get one sniffed.
-	w.Header()["Content-Type"] = nil
 	ctx, cancel := context.WithTimeout(s.r.Context(), defaultRouteTimeout)
 	defer cancel()
 	rp.ServeHTTP(w, s.r.WithContext(ctx))

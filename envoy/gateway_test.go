@@ -1015,3 +1015,29 @@ func TestServeStopsGracefully(t *testing.T) {
 		t.Errorf("in-flight request got %q, want done", body)
 	}
 }
+
+// TestResponsePassThrough: the upstream's response reaches the client as
+// sent: no content-type is made up for a body without one (Envoy does not
+// sniff), and the upstream's own headers survive.
+func TestResponsePassThrough(t *testing.T) {
+	authz := startFakeAuthz(t)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header()["Content-Type"] = nil
+		w.Header().Set("X-Books", "1")
+		w.WriteHeader(http.StatusCreated)
+		io.WriteString(w, "<html>not sniffed</html>")
+	}))
+	defer up.Close()
+	b, err := LoadFile(shippedConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := startGateway(t, b, map[string]string{"authz": authz.addr, "books": strings.TrimPrefix(up.URL, "http://")})
+	resp, body := raw(t, g.Addr().String(), "POST /books HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+	if resp.StatusCode != 201 || body != "<html>not sniffed</html>" || resp.Header.Get("X-Books") != "1" {
+		t.Errorf("POST /books = %d %q x-books %q, want the upstream's 201, body and header", resp.StatusCode, body, resp.Header.Get("X-Books"))
+	}
+	if ct, ok := resp.Header["Content-Type"]; ok {
+		t.Errorf("response content-type = %q, want none (the upstream sent none)", ct)
+	}
+}
