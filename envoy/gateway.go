@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
@@ -130,13 +131,13 @@ func (g *Gateway) Start() error {
 	if g.started {
 		return errors.New("gateway already started")
 	}
-	ln, err := net.Listen("tcp", g.cfg.listenAddr)
+	ln, err := net.Listen(network(g.cfg.listenAddr), g.cfg.listenAddr)
 	if err != nil {
 		return fmt.Errorf("gateway: listen on %s: %w", g.cfg.listenAddr, err)
 	}
 	var adminLn net.Listener
 	if g.cfg.adminAddr != "" {
-		adminLn, err = net.Listen("tcp", g.cfg.adminAddr)
+		adminLn, err = net.Listen(network(g.cfg.adminAddr), g.cfg.adminAddr)
 		if err != nil {
 			ln.Close()
 			return fmt.Errorf("gateway admin: listen on %s: %w", g.cfg.adminAddr, err)
@@ -171,6 +172,16 @@ func (g *Gateway) Start() error {
 	}
 	g.log.Info("gateway listening", "addr", ln.Addr().String(), "admin", addrString(adminLn))
 	return nil
+}
+
+// network is "tcp4" for an IPv4 address, so that 0.0.0.0 binds IPv4 only
+// as it does in Envoy, and "tcp" otherwise.
+func network(addr string) string {
+	host, _, err := net.SplitHostPort(addr)
+	if ip, perr := netip.ParseAddr(host); err == nil && perr == nil && ip.Is4() {
+		return "tcp4"
+	}
+	return "tcp"
 }
 
 func addrString(l net.Listener) string {
