@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 )
@@ -31,6 +32,10 @@ type Options struct {
 	// AdminName and AdminPassword, when set, add the admin steps: the
 	// admin lists GET /users and sees no password hash.
 	AdminName, AdminPassword string
+	// Book is the JSON body of the tutorial's POST /book (its
+	// book1.json); nil means a built-in book of the same shape. It must
+	// have a "name".
+	Book []byte
 }
 
 // Step is one named step of the flow. Steps run in order and share state
@@ -60,6 +65,15 @@ type flow struct {
 	bookID int64
 }
 
+// newFlow returns the state of a flow against baseURL. Its client never
+// follows redirects, as curl does not without -L: a redirect is an
+// answer to check, not a way round one.
+func newFlow(baseURL string, client *http.Client, opts Options) *flow {
+	c := *client
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return &flow{base: strings.TrimSuffix(baseURL, "/"), client: &c, opts: opts}
+}
+
 // Steps returns the flow as steps, for callers that want one subtest per
 // step:
 //
@@ -75,7 +89,10 @@ func Steps(baseURL string, client *http.Client, opts Options) []Step {
 	if opts.Password == "" {
 		opts.Password = "tutorial " + rand.Text()
 	}
-	f := &flow{base: strings.TrimSuffix(baseURL, "/"), client: client, opts: opts}
+	if opts.Book == nil {
+		opts.Book = book1
+	}
+	f := newFlow(baseURL, client, opts)
 	steps := []Step{
 		{"register", f.register},
 		{"users without a token is 401", f.usersWithoutToken},
@@ -86,9 +103,13 @@ func Steps(baseURL string, client *http.Client, opts Options) []Step {
 		{"list books without a token is 401", f.listWithoutToken},
 		{"forged identity without a token is 401", f.forgedWithoutToken},
 		{"forged identity with a token is overwritten", f.forgedWithToken},
+		{"create with a forged identity and no token is 401", f.forgedCreateWithoutToken},
+		{"create with a forged identity is owned by the token's user", f.forgedCreateWithToken},
 		{"tampered token is 401", f.tamperedToken},
 		{"users as a plain user is 403", f.usersAsUser},
+		{"path tricks get the check of the path they normalize to", f.pathTricks},
 		{"unknown path is 404", f.unknownPath},
+		{"unknown paths are never forwarded", f.unknownNeverForwarded},
 		{"delete the book", f.deleteBook},
 		{"delete it again is 404", f.deleteAgain},
 	}
@@ -110,7 +131,7 @@ func (f *flow) do(ctx context.Context, method, path string, body []byte, header 
 	if body != nil {
 		r = bytes.NewReader(body)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, f.base+path, r)
+	req, err := newRequest(ctx, method, f.base, path, r)
 	if err != nil {
 		return response{}, err
 	}
@@ -130,6 +151,31 @@ func (f *flow) do(ctx context.Context, method, path string, body []byte, header 
 		return response{}, fmt.Errorf("%s %s: read body: %w", method, path, err)
 	}
 	return response{status: resp.StatusCode, header: resp.Header, body: b}, nil
+}
+
+// newRequest makes a request whose request-target is base's path
+// followed by target byte for byte, the way `curl --path-as-is` sends
+// it: Go's URL handling would otherwise leave dot segments and escapes
+// as they are only by accident.
+func newRequest(ctx context.Context, method, base, target string, body io.Reader) (*http.Request, error) {
+	u, err := url.Parse(base)
+	if err != nil {
+		return nil, fmt.Errorf("base URL: %w", err)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, base, body)
+	if err != nil {
+		return nil, err
+	}
+	full := u.EscapedPath() + target
+	ru := &url.URL{Scheme: u.Scheme, Host: u.Host, User: u.User}
+	if strings.HasPrefix(full, "//") {
+		// An opaque "//x" would be sent as an absolute URL.
+		ru.Path, ru.RawPath = full, full
+	} else {
+		ru.Opaque = full
+	}
+	req.URL = ru
+	return req, nil
 }
 
 // expect checks the status of a request and returns the response.
@@ -155,8 +201,8 @@ func (f *flow) usersWithoutToken(ctx context.Context) error {
 	return err
 }
 
-// login logs in with HTTP Basic, as `curl http://name:password@host/login`
-// does, and keeps the token.
+// login logs in with HTTP Basic, as `curl -X POST
+// http://name:password@host/login` does, and keeps the token.
 func (f *flow) login(ctx context.Context) error {
 	token, err := f.loginAs(ctx, f.opts.Name, f.opts.Password)
 	f.token = token
@@ -164,11 +210,17 @@ func (f *flow) login(ctx context.Context) error {
 }
 
 func (f *flow) loginAs(ctx context.Context, name, password string) (string, error) {
-	req, err := http.NewRequestWithContext(ctx, "POST", f.base+"/login", nil)
+	// The user and password go in the URL, as in the tutorial's curl
+	// command; Go's client turns them into Basic credentials as curl does.
+	u, err := url.Parse(f.base + "/login")
 	if err != nil {
 		return "", err
 	}
-	req.SetBasicAuth(name, password)
+	u.User = url.UserPassword(name, password)
+	req, err := http.NewRequestWithContext(ctx, "POST", u.String(), nil)
+	if err != nil {
+		return "", err
+	}
 	resp, err := f.client.Do(req)
 	if err != nil {
 		return "", fmt.Errorf("POST /login: %w", err)
@@ -197,19 +249,32 @@ func (f *flow) loginAs(ctx context.Context, name, password string) (string, erro
 var book1 = []byte(`{"name": "The Hobbit", "Author": "J. R. R. Tolkien", "Publisher": "George Allen & Unwin", "book_prize": 12}`)
 
 func (f *flow) createBook(ctx context.Context) error {
-	resp, err := f.expect(ctx, http.StatusCreated, "POST", "/book", book1, "x-access-tokens", f.token)
+	id, err := f.create(ctx, "x-access-tokens", f.token)
+	f.bookID = id
+	return err
+}
+
+// create posts the flow's book with the given headers, expecting 201, and
+// returns the new book's id.
+func (f *flow) create(ctx context.Context, header ...string) (int64, error) {
+	var want struct {
+		Name string `json:"name"`
+	}
+	if err := json.Unmarshal(f.opts.Book, &want); err != nil || want.Name == "" {
+		return 0, fmt.Errorf("the book to post has no name: %.200s", f.opts.Book)
+	}
+	resp, err := f.expect(ctx, http.StatusCreated, "POST", "/book", f.opts.Book, header...)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	var b struct {
 		ID   int64  `json:"id"`
 		Name string `json:"name"`
 	}
-	if err := json.Unmarshal(resp.body, &b); err != nil || b.ID == 0 || b.Name != "The Hobbit" {
-		return fmt.Errorf("POST /book answered %s, want the created book with its id", resp.body)
+	if err := json.Unmarshal(resp.body, &b); err != nil || b.ID == 0 || b.Name != want.Name {
+		return 0, fmt.Errorf("POST /book answered %s, want the created book %q with its id", resp.body, want.Name)
 	}
-	f.bookID = b.ID
-	return nil
+	return b.ID, nil
 }
 
 // listed returns the ids in a GET /books answer.
@@ -277,13 +342,74 @@ func (f *flow) forgedWithoutToken(ctx context.Context) error {
 // must see the token's identity (the list is the caller's own) and the
 // forged admin role must not open the all-users listing.
 func (f *flow) forgedWithToken(ctx context.Context) error {
-	forged := []string{"x-access-tokens", f.token,
-		"x-user-id", "00000000-0000-0000-0000-000000000000", "x-user-name", "admin", "x-user-roles", "admin"}
-	if err := f.listOwn(ctx, forged...); err != nil {
+	h := append([]string{"x-access-tokens", f.token}, forged...)
+	if err := f.listOwn(ctx, h...); err != nil {
 		return err
 	}
-	_, err := f.expect(ctx, http.StatusForbidden, "GET", "/books?all=true", nil, forged...)
+	_, err := f.expect(ctx, http.StatusForbidden, "GET", "/books?all=true", nil, h...)
 	return err
+}
+
+// forged are identity headers a client might try to smuggle.
+var forged = []string{"x-user-id", "00000000-0000-0000-0000-000000000000", "x-user-name", "admin", "x-user-roles", "admin"}
+
+// forgedCreateWithoutToken: books would create the book under the forged
+// id if the gateway let the request through.
+func (f *flow) forgedCreateWithoutToken(ctx context.Context) error {
+	_, err := f.expect(ctx, http.StatusUnauthorized, "POST", "/book", f.opts.Book, forged...)
+	return err
+}
+
+// forgedCreateWithToken creates a book with a valid token and forged
+// identity headers: the book must belong to the token's user, who can
+// read it without the forged headers (books answers another owner's
+// book as a missing one), and can delete it again.
+func (f *flow) forgedCreateWithToken(ctx context.Context) error {
+	id, err := f.create(ctx, append([]string{"x-access-tokens", f.token}, forged...)...)
+	if err != nil {
+		return err
+	}
+	path := fmt.Sprintf("/books/%d", id)
+	if _, err := f.expect(ctx, http.StatusOK, "GET", path, nil, "x-access-tokens", f.token); err != nil {
+		return fmt.Errorf("the book created with forged headers is not the token user's: %w", err)
+	}
+	_, err = f.expect(ctx, http.StatusNoContent, "DELETE", path, nil, "x-access-tokens", f.token)
+	return err
+}
+
+// pathTricks sends a plain user's token, with a forged admin role, to
+// paths that mean /users once normalized: each must meet the admin check
+// of /users (403), or be refused outright (400 for an encoded slash, 404
+// for what is not /users at all), never pass the weaker check of a books
+// route or reach the issuer unchecked.
+func (f *flow) pathTricks(ctx context.Context) error {
+	tricks := []struct {
+		path string
+		want int
+	}{
+		{"/books/../users", http.StatusForbidden},
+		{"/books/%2e%2e/users", http.StatusForbidden},
+		{"/%2e%2e/users", http.StatusForbidden},
+		{"/./users", http.StatusForbidden},
+		{"//users", http.StatusForbidden},
+		{"/books/..%2fusers", http.StatusBadRequest},
+		{"/books%2f..%2f..%2fusers", http.StatusBadRequest},
+		{"/USERS", http.StatusNotFound},
+		{"/users/", http.StatusNotFound},
+	}
+	for _, tr := range tricks {
+		resp, err := f.do(ctx, "GET", tr.path, nil, append([]string{"x-access-tokens", f.token}, forged...)...)
+		if err != nil {
+			return err
+		}
+		if resp.status != tr.want {
+			return fmt.Errorf("GET %s as a plain user = %d, want %d; body: %.300s", tr.path, resp.status, tr.want, resp.body)
+		}
+		if strings.Contains(string(resp.body), `"users"`) {
+			return fmt.Errorf("GET %s as a plain user listed users: %.300s", tr.path, resp.body)
+		}
+	}
+	return nil
 }
 
 func (f *flow) tamperedToken(ctx context.Context) error {
@@ -307,6 +433,26 @@ func (f *flow) usersAsUser(ctx context.Context) error {
 func (f *flow) unknownPath(ctx context.Context) error {
 	_, err := f.expect(ctx, http.StatusNotFound, "GET", "/admin", nil, "x-access-tokens", f.token)
 	return err
+}
+
+// unknownNeverForwarded asks for paths the services behind the gateway
+// would answer (their health and metrics endpoints, a method a route
+// does not take): the gateway must answer 404 itself, which shows in the
+// absence of the upstream timing header a forwarded response carries.
+func (f *flow) unknownNeverForwarded(ctx context.Context) error {
+	for _, r := range []struct{ method, path string }{
+		{"GET", "/metrics"}, {"GET", "/healthz"}, {"GET", "/readyz"},
+		{"GET", "/book"}, {"DELETE", "/users"}, {"POST", "/books/1"},
+	} {
+		resp, err := f.expect(ctx, http.StatusNotFound, r.method, r.path, nil, "x-access-tokens", f.token)
+		if err != nil {
+			return err
+		}
+		if t := resp.header.Get("X-Envoy-Upstream-Service-Time"); t != "" {
+			return fmt.Errorf("%s %s was forwarded to an upstream (x-envoy-upstream-service-time: %s)", r.method, r.path, t)
+		}
+	}
+	return nil
 }
 
 func (f *flow) deleteBook(ctx context.Context) error {
@@ -346,7 +492,25 @@ func (f *flow) adminUsers(ctx context.Context) error {
 // any token the issuer signed, so without the outage each request would
 // pass. Public routes are not checked: they never ask authz.
 func FailClosed(ctx context.Context, baseURL string, client *http.Client, token string) error {
-	f := &flow{base: strings.TrimSuffix(baseURL, "/"), client: client}
+	return failClosed(ctx, baseURL, client, token, func(status int) bool {
+		switch status {
+		case http.StatusForbidden, http.StatusInternalServerError, http.StatusBadGateway,
+			http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+			return true
+		}
+		return false
+	})
+}
+
+// FailClosedStatus is FailClosed for a gateway whose answer to a failed
+// check is known (status_on_error): every protected route must answer
+// exactly status.
+func FailClosedStatus(ctx context.Context, baseURL string, client *http.Client, token string, status int) error {
+	return failClosed(ctx, baseURL, client, token, func(s int) bool { return s == status })
+}
+
+func failClosed(ctx context.Context, baseURL string, client *http.Client, token string, refused func(int) bool) error {
+	f := newFlow(baseURL, client, Options{})
 	routes := []struct{ method, path string }{
 		{"GET", "/books"}, {"POST", "/book"}, {"POST", "/books"}, {"GET", "/books/1"},
 		{"DELETE", "/books/1"}, {"GET", "/users"},
@@ -360,12 +524,45 @@ func FailClosed(ctx context.Context, baseURL string, client *http.Client, token 
 		if err != nil {
 			return err
 		}
-		switch resp.status {
-		case http.StatusForbidden, http.StatusInternalServerError, http.StatusBadGateway,
-			http.StatusServiceUnavailable, http.StatusGatewayTimeout:
-		default:
+		if !refused(resp.status) {
 			return fmt.Errorf("%s %s with authz down = %d, want it refused (503); body: %.200s", r.method, r.path, resp.status, resp.body)
 		}
+	}
+	return nil
+}
+
+// Public checks the routes that need no token, as they must keep working
+// while authz is down: it registers a fresh user, logs in, and fetches
+// the JWKS and the discovery document.
+func Public(ctx context.Context, baseURL string, client *http.Client) error {
+	f := newFlow(baseURL, client, Options{})
+	name, password := "public-"+strings.ToLower(rand.Text()[:10]), "public "+rand.Text()
+	f.opts = Options{Name: name, Password: password}
+	if err := f.register(ctx); err != nil {
+		return err
+	}
+	if _, err := f.loginAs(ctx, name, password); err != nil {
+		return err
+	}
+	for _, p := range []string{"/.well-known/jwks.json", "/.well-known/openid-configuration"} {
+		if _, err := f.expect(ctx, http.StatusOK, "GET", p, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Unauthenticated checks that a request to a protected route with token
+// is refused with 401 and a Bearer challenge naming an invalid token, as
+// an expired, tampered or foreign token must be.
+func Unauthenticated(ctx context.Context, baseURL string, client *http.Client, token string) error {
+	f := newFlow(baseURL, client, Options{})
+	resp, err := f.expect(ctx, http.StatusUnauthorized, "GET", "/books", nil, "x-access-tokens", token)
+	if err != nil {
+		return err
+	}
+	if c := resp.header.Get("Www-Authenticate"); !strings.HasPrefix(c, "Bearer") || !strings.Contains(c, `error="invalid_token"`) {
+		return fmt.Errorf("GET /books: WWW-Authenticate = %q, want a Bearer challenge with error=\"invalid_token\"", c)
 	}
 	return nil
 }
@@ -373,12 +570,12 @@ func FailClosed(ctx context.Context, baseURL string, client *http.Client, token 
 // Login logs in as name and returns the token, for callers (like
 // FailClosed) that need one.
 func Login(ctx context.Context, baseURL string, client *http.Client, name, password string) (string, error) {
-	f := &flow{base: strings.TrimSuffix(baseURL, "/"), client: client}
+	f := newFlow(baseURL, client, Options{})
 	return f.loginAs(ctx, name, password)
 }
 
 // Register registers a user.
 func Register(ctx context.Context, baseURL string, client *http.Client, name, password string) error {
-	f := &flow{base: strings.TrimSuffix(baseURL, "/"), client: client, opts: Options{Name: name, Password: password}}
+	f := newFlow(baseURL, client, Options{Name: name, Password: password})
 	return f.register(ctx)
 }

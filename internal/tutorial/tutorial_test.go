@@ -13,10 +13,12 @@ import (
 	"testing"
 	"time"
 
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/tollgate-dev/tollgate/authz"
 	"github.com/tollgate-dev/tollgate/books"
@@ -41,9 +43,10 @@ type stack struct {
 }
 
 // startStack starts issuer, books and authz on ephemeral ports and the dev
-// gateway in front of them; failOpen turns the ext_authz filter's
-// failure_mode_allow on, as a misconfigured gateway would have it.
-func startStack(t *testing.T, failOpen bool) *stack {
+// gateway in front of them; misconfigure, when not nil, edits the HTTP
+// connection manager of envoy/envoy.yaml first, as a misconfigured
+// gateway would have it.
+func startStack(t *testing.T, misconfigure func(*hcmv3.HttpConnectionManager)) *stack {
 	t.Helper()
 	ctx := t.Context()
 	dir := t.TempDir()
@@ -87,8 +90,8 @@ func startStack(t *testing.T, failOpen bool) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if failOpen {
-		setFailureModeAllow(t, b.StaticResources.Listeners[0].FilterChains[0].Filters[0].GetTypedConfig())
+	if misconfigure != nil {
+		editHCM(t, b.StaticResources.Listeners[0].FilterChains[0].Filters[0].GetTypedConfig(), misconfigure)
 	}
 	gw, err := envoy.NewGateway(b, envoy.Options{
 		ListenAddr: "127.0.0.1:0",
@@ -124,33 +127,59 @@ func waitReady(t *testing.T, ready func(context.Context) error) {
 	}
 }
 
-// setFailureModeAllow rewrites the HTTP connection manager in a so that
-// its ext_authz filter lets requests through when authz cannot answer.
-func setFailureModeAllow(t *testing.T, a *anypb.Any) {
+// editHCM rewrites the HTTP connection manager in a with edit.
+func editHCM(t *testing.T, a *anypb.Any, edit func(*hcmv3.HttpConnectionManager)) {
 	t.Helper()
 	hcm := &hcmv3.HttpConnectionManager{}
 	if err := a.UnmarshalTo(hcm); err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range hcm.HttpFilters {
-		ea := &extauthzv3.ExtAuthz{}
-		if f.GetTypedConfig().MessageIs(ea) {
-			if err := f.GetTypedConfig().UnmarshalTo(ea); err != nil {
-				t.Fatal(err)
-			}
-			ea.FailureModeAllow = true
-			if err := f.GetTypedConfig().MarshalFrom(ea); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	edit(hcm)
 	if err := a.MarshalFrom(hcm); err != nil {
 		t.Fatal(err)
 	}
 }
 
+// failOpen turns the ext_authz filter's failure_mode_allow on, so that it
+// lets requests through when authz cannot answer.
+func failOpen(t *testing.T) func(*hcmv3.HttpConnectionManager) {
+	return func(hcm *hcmv3.HttpConnectionManager) {
+		for _, f := range hcm.HttpFilters {
+			ea := &extauthzv3.ExtAuthz{}
+			if f.GetTypedConfig().MessageIs(ea) {
+				if err := f.GetTypedConfig().UnmarshalTo(ea); err != nil {
+					t.Fatal(err)
+				}
+				ea.FailureModeAllow = true
+				if err := f.GetTypedConfig().MarshalFrom(ea); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+}
+
+// noPathNormalization turns off every path defence of the HTTP connection
+// manager, so that routes match the path as the client sent it.
+func noPathNormalization(hcm *hcmv3.HttpConnectionManager) {
+	hcm.NormalizePath = wrapperspb.Bool(false)
+	hcm.MergeSlashes = false
+	hcm.PathWithEscapedSlashesAction = hcmv3.HttpConnectionManager_KEEP_UNCHANGED
+}
+
+// forwardUnknown sends what no route matches to books unchecked, instead
+// of answering 404.
+func forwardUnknown(hcm *hcmv3.HttpConnectionManager) {
+	routes := hcm.GetRouteConfig().GetVirtualHosts()[0].GetRoutes()
+	last := routes[len(routes)-1]
+	last.ResponseHeadersToAdd = nil
+	last.Action = &routev3.Route_Route{Route: &routev3.RouteAction{
+		ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: "books"},
+	}}
+}
+
 func TestTutorialThroughTheGateway(t *testing.T) {
-	s := startStack(t, false)
+	s := startStack(t, nil)
 	client := &http.Client{Timeout: 10 * time.Second}
 	opts := tutorial.Options{AdminName: adminName, AdminPassword: adminPassword}
 	for _, step := range tutorial.Steps(s.gatewayURL, client, opts) {
@@ -185,7 +214,7 @@ func TestFlowCatches(t *testing.T) {
 	client := &http.Client{Timeout: 10 * time.Second}
 
 	t.Run("identity headers forwarded without a check", func(t *testing.T) {
-		s := startStack(t, false)
+		s := startStack(t, nil)
 		gw, _ := url.Parse(s.gatewayURL)
 		bk, _ := url.Parse(s.booksURL)
 		toGateway, toBooks := httputil.NewSingleHostReverseProxy(gw), httputil.NewSingleHostReverseProxy(bk)
@@ -206,7 +235,7 @@ func TestFlowCatches(t *testing.T) {
 	})
 
 	t.Run("fail open", func(t *testing.T) {
-		s := startStack(t, true)
+		s := startStack(t, failOpen(t))
 		ctx := t.Context()
 		if err := tutorial.Register(ctx, s.gatewayURL, client, "open-user", "a long passphrase"); err != nil {
 			t.Fatal(err)
@@ -220,6 +249,24 @@ func TestFlowCatches(t *testing.T) {
 			t.Errorf("FailClosed(gateway with failure_mode_allow) = nil, want an error")
 		}
 	})
+
+	for _, tc := range []struct {
+		name         string
+		misconfigure func(*hcmv3.HttpConnectionManager)
+		step         string
+	}{
+		{"paths routed as sent", noPathNormalization, "path tricks"},
+		{"unknown paths forwarded", forwardUnknown, "unknown paths are never forwarded"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startStack(t, tc.misconfigure)
+			err := tutorial.Run(t.Context(), s.gatewayURL, client, tutorial.Options{})
+			t.Logf("Run: %v", err)
+			if err == nil || !strings.HasPrefix(err.Error(), tc.step) {
+				t.Errorf("Run(gateway with %s) = %v, want the step %q to fail", tc.name, err, tc.step)
+			}
+		})
+	}
 
 	t.Run("gateway down", func(t *testing.T) {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
