@@ -197,6 +197,9 @@ func TestKind(t *testing.T) {
 			}
 			time.Sleep(2 * time.Second)
 		}
+		if err := tutorial.Public(ctx, base, client); err != nil {
+			t.Errorf("public routes with authz scaled to 0: %v", err)
+		}
 	})
 }
 
