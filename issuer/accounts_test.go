@@ -198,6 +198,25 @@ func TestLoginToken(t *testing.T) {
 	}
 }
 
+// TestLoginWithGET: the tutorial's clients log in with a plain GET and
+// credentials in the URL (curl http://alain:secret@host/login).
+func TestLoginWithGET(t *testing.T) {
+	env := newEnv(t)
+	env.mustRegister(t, "alain", goodPassword)
+	res := env.do(t, request{method: "GET", path: "/login", user: "alain", pass: goodPassword})
+	if res.status != http.StatusOK {
+		t.Fatalf("GET /login = %d %s, want 200", res.status, res.body)
+	}
+	var out tokenResponse
+	res.json(t, &out)
+	if out.Token == "" || res.header.Get("Cache-Control") != "no-store" {
+		t.Errorf("GET /login = token %q, Cache-Control %q; want a token, no-store", out.Token, res.header.Get("Cache-Control"))
+	}
+	if res := env.do(t, request{method: "GET", path: "/login", user: "alain", pass: "wrong password"}); res.status != http.StatusUnauthorized {
+		t.Errorf("GET /login with a wrong password = %d, want 401", res.status)
+	}
+}
+
 // TestLoginEnumerationSafe: an unknown user and a wrong password get the
 // same status, body and headers, and both cost one argon2id hash.
 func TestLoginEnumerationSafe(t *testing.T) {

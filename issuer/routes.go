@@ -2,7 +2,6 @@ package issuer
 
 import (
 	"net/http"
-	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -19,39 +18,17 @@ func (s *Service) routes(reg *prometheus.Registry) http.Handler {
 	mux := http.NewServeMux()
 	handle := func(method, path string, h httpapi.HandlerFunc) {
 		mux.Handle(method+" "+path, httpapi.Handle(h))
-		// Any other method on a known path gets a JSON 405, not the
-		// mux's plain-text one.
-		allow := method
-		if method == http.MethodGet {
-			allow += ", " + http.MethodHead
-		}
-		mux.Handle(path, methodNotAllowed(allow))
 	}
 	handle("POST", "/register", s.register)
 	handle("POST", "/login", s.login)
+	// The tutorial's clients log in with a plain GET
+	// (curl http://alain:secret@host/login); the answer is no-store.
+	handle("GET", "/login", s.login)
 	handle("GET", "/users", s.listUsers)
 	handle("GET", "/.well-known/jwks.json", s.jwks)
 	handle("GET", "/.well-known/openid-configuration", s.openIDConfiguration)
 	s.health.Register(mux, reg)
-	mux.HandleFunc("/", httpapi.NotFound)
-	return server.Instrument(s.log, server.NewMetrics(reg), limitHeaders(mux))
-}
-
-func methodNotAllowed(allow string) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		e := httpapi.Errorf(http.StatusMethodNotAllowed, nil, "method %s is not allowed here; use %s", sanitizeMethod(r.Method), allow)
-		e.Header = http.Header{"Allow": {allow}}
-		httpapi.WriteError(w, r, e)
-	})
-}
-
-// sanitizeMethod keeps a client's method name printable and short in an
-// error message.
-func sanitizeMethod(m string) string {
-	if len(m) > 16 || strings.ContainsFunc(m, func(r rune) bool { return r < 0x21 || r > 0x7e }) {
-		return "this method"
-	}
-	return m
+	return server.Instrument(s.log, server.NewMetrics(reg), limitHeaders(httpapi.Fallback(mux)))
 }
 
 // limitHeaders answers a request whose headers exceed maxHeaderBytes with

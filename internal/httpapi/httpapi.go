@@ -91,8 +91,7 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 	_, _ = w.Write(append(body, '\n'))
 }
 
-// NotFound answers every unmatched request with a JSON 404, and a path
-// that exists under another method with a JSON 405.
+// NotFound answers a request with a JSON 404.
 func NotFound(w http.ResponseWriter, r *http.Request) {
 	WriteError(w, r, Errorf(http.StatusNotFound, nil, "not found"))
 }
