@@ -86,9 +86,10 @@ up() {
   fi
 
   step "smoke test: the tutorial flow through Envoy at http://localhost:8080"
-  local i
-  for i in $(seq 1 30); do
-    curl -fsS -o /dev/null --max-time 2 http://localhost:8080/.well-known/jwks.json && break
+  local tries=0
+  until curl -fsS -o /dev/null --max-time 2 http://localhost:8080/.well-known/jwks.json; do
+    tries=$((tries + 1))
+    [ "$tries" -lt 30 ] || die "the gateway does not answer on localhost:8080"
     sleep 2
   done
   BASE_URL=http://localhost:8080 sh charts/tollgate/files/tutorial.sh
