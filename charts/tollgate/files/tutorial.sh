@@ -25,7 +25,7 @@ request() {
 
 request "register $user" 201 -H 'Content-Type: application/json' \
   -d "{\"name\": \"$user\", \"password\": \"$pass\"}" "$base/register"
-request "login" 200 -u "$user:$pass" "$base/login"
+request "login" 200 -X POST -u "$user:$pass" "$base/login"
 token=$(sed -n 's/.*"token" *: *"\([^"]*\)".*/\1/p' "$tmp/body")
 [ -n "$token" ] || { echo "FAIL login: no token in $(cat "$tmp/body")"; exit 1; }
 
