@@ -29,7 +29,7 @@ var (
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if report.Len() > 0 {
+	if report.Len() > 0 && (soak || soakReport != "") {
 		fmt.Println()
 		fmt.Println("## Reliability")
 		fmt.Println()
