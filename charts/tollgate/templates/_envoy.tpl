@@ -14,6 +14,7 @@ admin:
   address:
     socket_address: {address: 127.0.0.1, port_value: {{ include "tollgate.envoyAdminPort" . }}}
 static_resources:
+  # BEGIN listeners copied from envoy/envoy.yaml (go test ./deploy/chartcheck -run TestEnvoyTemplate -update)
   listeners:
   - name: ingress_http
     address: {socket_address: {address: 0.0.0.0, port_value: {{ include "tollgate.gatewayPort" . }}}}
@@ -165,6 +166,7 @@ static_resources:
           - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  # END listeners copied from envoy/envoy.yaml
   - name: ops
     address:
       socket_address: {address: 0.0.0.0, port_value: {{ include "tollgate.envoyOpsPort" . }}}
