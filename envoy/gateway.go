@@ -472,9 +472,14 @@ func (g *Gateway) requestHeaders(r *http.Request) (*headerMap, int) {
 		if hopByHop[lk] {
 			continue
 		}
+		if lk == "expect" && strings.EqualFold(r.Header.Get(k), "100-continue") {
+			// proxy_100_continue is off: Envoy answers the 100 itself and
+			// drops the header; Go's server sends the 100 when the body is read.
+			continue
+		}
 		if lk == "te" {
 			// Only "te: trailers" survives (HCM mutateRequestHeaders).
-			if slices.ContainsFunc(r.Header[k], func(v string) bool { return strings.EqualFold(strings.TrimSpace(v), "trailers") }) {
+			if slices.ContainsFunc(r.Header[k], hasTrailersToken) {
 				h.add("te", "trailers")
 			}
 			continue
@@ -484,6 +489,17 @@ func (g *Gateway) requestHeaders(r *http.Request) (*headerMap, int) {
 		}
 	}
 	return h, 0
+}
+
+// hasTrailersToken reports whether a TE header value lists "trailers".
+func hasTrailersToken(v string) bool {
+	for _, f := range strings.Split(v, ",") {
+		f, _, _ = strings.Cut(f, ";")
+		if strings.EqualFold(strings.TrimSpace(f), "trailers") {
+			return true
+		}
+	}
+	return false
 }
 
 // requestPath is the request target as :path: the origin form as sent, or

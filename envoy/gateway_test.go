@@ -1041,3 +1041,33 @@ func TestResponsePassThrough(t *testing.T) {
 		t.Errorf("response content-type = %q, want none (the upstream sent none)", ct)
 	}
 }
+
+// TestRequestHeaderMap pins the header map the HCM hands to the filters:
+// pseudo-headers first, lowercase names, connection-specific headers and
+// "expect: 100-continue" gone, "te" kept only as "trailers".
+func TestRequestHeaderMap(t *testing.T) {
+	g := &Gateway{cfg: &compiled{}}
+	r := httptest.NewRequest("POST", "/books?x=1", strings.NewReader("{}"))
+	r.Host = "tollgate.test"
+	r.Header = http.Header{
+		"Expect":        {"100-continue"},
+		"Te":            {"trailers, deflate"},
+		"Connection":    {"keep-alive, X-Private"},
+		"X-Private":     {"1"},
+		"Keep-Alive":    {"timeout=5"},
+		"Content-Type":  {"application/json"},
+		"Authorization": {"Bearer t"},
+	}
+	h, status := g.requestHeaders(r)
+	if status != 0 {
+		t.Fatalf("requestHeaders = status %d, want 0", status)
+	}
+	var got []string
+	for _, e := range h.entries {
+		got = append(got, e.key+"="+e.value)
+	}
+	want := []string{":authority=tollgate.test", ":path=/books?x=1", ":method=POST", ":scheme=http", "authorization=Bearer t", "content-type=application/json", "te=trailers"}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("requestHeaders =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
