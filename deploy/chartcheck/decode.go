@@ -163,9 +163,9 @@ var serviceMonitorGVK = schema.GroupVersionKind{Group: "monitoring.coreos.com", 
 // ServiceMonitor is the subset of monitoring.coreos.com/v1 ServiceMonitor
 // the chart renders. A field outside it is reported as unknown.
 type ServiceMonitor struct {
-	APIVersion string            `json:"apiVersion"`
-	Kind       string            `json:"kind"`
-	Metadata   metaSubset        `json:"metadata"`
+	APIVersion string             `json:"apiVersion"`
+	Kind       string             `json:"kind"`
+	Metadata   metaSubset         `json:"metadata"`
 	Spec       ServiceMonitorSpec `json:"spec"`
 }
 

@@ -16,9 +16,9 @@ import (
 
 // Pod is a pod template (or a bare Pod) found in the manifests.
 type Pod struct {
-	Owner  Object
-	Meta   *metav1.ObjectMeta
-	Spec   *corev1.PodSpec
+	Owner Object
+	Meta  *metav1.ObjectMeta
+	Spec  *corev1.PodSpec
 }
 
 // String names the pod by its owner.

@@ -137,4 +137,3 @@ func issueToken(t *testing.T, cfg issuer.Config, name, password string) string {
 	}
 	return body.Token
 }
-

@@ -105,7 +105,6 @@ func join(path, name string) string {
 	return path + "." + name
 }
 
-
 // ReplaceTable returns doc with the text between the table markers
 // replaced by table, or an error when doc has no markers.
 func ReplaceTable(doc, table string) (string, error) {

@@ -565,7 +565,9 @@ func (l *loader) crossCheck() {
 		}
 	}
 	for _, b := range l.result.DockerBuilds {
-		if !slices.ContainsFunc(images, func(img string) bool { return img == b.Ref || strings.HasPrefix(img, b.Ref+":") || strings.HasPrefix(img, b.Ref+"@") }) {
+		if !slices.ContainsFunc(images, func(img string) bool {
+			return img == b.Ref || strings.HasPrefix(img, b.Ref+":") || strings.HasPrefix(img, b.Ref+"@")
+		}) {
 			l.errorf("docker_build(%q): no container in the YAML uses this image (images: %v)", b.Ref, images)
 		}
 		for _, o := range b.Only {
