@@ -47,8 +47,11 @@ const (
 // offending field (for example
 // "static_resources.clusters[2].connect_timeout").
 type ConfigError struct {
+	// Path is the field's path, typed_config payloads marked with their
+	// type name in brackets; empty when the error is about the whole file.
 	Path string
-	Err  error
+	// Err says what is wrong with it.
+	Err error
 }
 
 func (e *ConfigError) Error() string {
