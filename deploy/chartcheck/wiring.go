@@ -340,11 +340,11 @@ func workloadPods(objs []Object) []Pod {
 
 // CheckSelectors asserts that every label selector in the manifests
 // (NetworkPolicy subjects and peers, PodDisruptionBudgets) selects at
-// least one workload's pods, every HorizontalPodAutoscaler targets a
+// least one rendered pod (helm test pods included), every HorizontalPodAutoscaler targets a
 // Deployment that is rendered, and every Deployment's selector matches
 // its own template.
 func CheckSelectors(objs []Object) error {
-	pods := workloadPods(objs)
+	pods := Pods(objs)
 	deployments := map[string]bool{}
 	var errs []error
 	sel := func(o Object, what string, ls *metav1.LabelSelector) {
