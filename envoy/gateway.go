@@ -731,7 +731,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, s *stream) {
 	sent := time.Now()
 	rp := &httputil.ReverseProxy{
 		Transport:     u.transport,
-		FlushInterval: -1, // stream; this also means no content-type is ever sniffed
+		FlushInterval: -1, // stream
 		ErrorLog:      slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL = target
@@ -756,6 +756,9 @@ func (g *Gateway) proxy(w http.ResponseWriter, s *stream) {
 			g.localReply(w, s, status, body, s.route.responseHeadersToAdd)
 		},
 	}
+	// Envoy never makes up a content-type: a nil value stops Go's server
+	// from sniffing one when the upstream sent none.
+	w.Header()["Content-Type"] = nil
 	ctx, cancel := context.WithTimeout(s.r.Context(), defaultRouteTimeout)
 	defer cancel()
 	rp.ServeHTTP(w, s.r.WithContext(ctx))
