@@ -438,10 +438,11 @@ func TestFailClosed(t *testing.T) {
 		{
 			name: "timeout",
 			fn: func(ctx context.Context, _ *authv3.CheckRequest) (*authv3.CheckResponse, error) {
-				select {
-				case <-ctx.Done():
-				case <-time.After(3 * time.Second):
-				}
+				// An OK that arrives after the 0.5s timeout. The server's
+				// deadline equals the client's, so answer well after it: an
+				// answer right at the deadline may legitimately win the race.
+				<-ctx.Done()
+				time.Sleep(300 * time.Millisecond)
 				return allow(), nil
 			},
 			wantStatus: 503,
