@@ -134,11 +134,12 @@ seccompProfile:
     - name: authz-http
       containerPort: {{ include "tollgate.authzHTTPPort" . }}
       protocol: TCP
+  # Serving once the issuer's JWKS is loaded: allow for the issuer's own start.
   startupProbe:
     grpc:
       port: {{ include "tollgate.authzGRPCPort" . }}
     periodSeconds: 2
-    failureThreshold: 30
+    failureThreshold: 90
   readinessProbe:
     grpc:
       port: {{ include "tollgate.authzGRPCPort" . }}
