@@ -189,6 +189,15 @@ func NewBookInput(seq int) BookInput {
 	return BookInput{Name: n, Author: "author of " + n, Publisher: "publisher of " + n, BookPrize: int64(seq%1000 + 1)}
 }
 
+// jsonBody encodes v as a request body.
+func jsonBody(v any) io.Reader {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return bytes.NewReader(b)
+}
+
 // BearerHeader returns the headers that carry tok.
 func BearerHeader(tok string) http.Header {
 	return http.Header{"Authorization": {"Bearer " + tok}}

@@ -328,7 +328,7 @@ type Tally struct {
 	mu        sync.Mutex
 	counts    map[tallyKey]int
 	latencies map[string][]time.Duration // by kind
-	examples  map[tallyKey]Result        // first wrong or failed result of each key
+	examples  map[tallyKey]Result        // first wrong, failed or shed result of each key
 }
 
 type tallyKey struct {
@@ -347,7 +347,7 @@ func (t *Tally) add(r Result) {
 	defer t.mu.Unlock()
 	t.counts[k]++
 	t.latencies[r.Kind] = append(t.latencies[r.Kind], r.Done.Sub(r.Sent))
-	if _, ok := t.examples[k]; !ok && (r.Expect.Wrong(r.Outcome) || r.Outcome == Failed || r.Outcome == NoAnswer) {
+	if _, ok := t.examples[k]; !ok && (r.Expect.Wrong(r.Outcome) || r.Outcome == Failed || r.Outcome == NoAnswer || r.Outcome == Shed) {
 		t.examples[k] = r
 	}
 }

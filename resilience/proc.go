@@ -244,10 +244,44 @@ func (p *Proc) Term() error {
 
 // Pause freezes the process (SIGSTOP): its sockets stay open and the
 // kernel keeps accepting connections, but nothing answers. It is the
-// harshest kind of "slow".
+// harshest kind of "slow". It returns once every thread has stopped:
+// the signal is only queued when kill returns, and a thread that is
+// running finishes what it does first.
 func (p *Proc) Pause() error {
-	_, err := p.signal(syscall.SIGSTOP, false)
-	return err
+	if _, err := p.signal(syscall.SIGSTOP, false); err != nil {
+		return err
+	}
+	pid := p.PID()
+	deadline := time.Now().Add(5 * time.Second)
+	for !allStopped(pid) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: threads still running 5s after SIGSTOP", p.Name)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return nil
+}
+
+// allStopped reports whether every thread of pid is in the stopped state
+// ("T" in /proc/<pid>/task/<tid>/stat).
+func allStopped(pid int) bool {
+	tasks, err := os.ReadDir(filepath.Join("/proc", strconv.Itoa(pid), "task"))
+	if err != nil || len(tasks) == 0 {
+		return false
+	}
+	for _, task := range tasks {
+		stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "task", task.Name(), "stat"))
+		if err != nil {
+			return false
+		}
+		// The state follows the command name, which is in parentheses
+		// and may itself hold spaces or parentheses.
+		i := strings.LastIndexByte(string(stat), ')')
+		if i < 0 || i+2 >= len(stat) || stat[i+2] != 'T' {
+			return false
+		}
+	}
+	return true
 }
 
 // Resume undoes Pause (SIGCONT).

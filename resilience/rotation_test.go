@@ -66,7 +66,7 @@ func TestKeyRotation(t *testing.T) {
 
 	d := &Driver{
 		Workers:     pick(4, 8),
-		MaxRequests: pick(40000, 1000000),
+		MaxRequests: pick(300000, 3000000),
 		Duration:    pick(90*time.Second, 15*time.Minute),
 		Next: func(int) *Request {
 			n := rand.IntN(100)
