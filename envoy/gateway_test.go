@@ -231,6 +231,7 @@ func TestRouteTable(t *testing.T) {
 	}{
 		{"POST", "/register", "issuer", false, nil, 200},
 		{"POST", "/login", "issuer", false, nil, 200},
+		{"GET", "/login", "issuer", false, nil, 200}, // the tutorial logs in with a plain GET
 		{"GET", "/.well-known/jwks.json", "issuer", false, nil, 200},
 		{"HEAD", "/.well-known/jwks.json", "issuer", false, nil, 200},
 		{"GET", "/.well-known/openid-configuration", "issuer", false, nil, 200},
@@ -247,6 +248,7 @@ func TestRouteTable(t *testing.T) {
 		{"GET", "/", "", false, nil, 404},
 		{"GET", "/healthz", "", false, nil, 404},
 		{"GET", "/register", "", false, nil, 404},
+		{"PUT", "/login", "", false, nil, 404},
 		{"DELETE", "/users", "", false, nil, 404},
 		{"POST", "/users", "", false, nil, 404},
 		{"GET", "/users/1", "", false, nil, 404},

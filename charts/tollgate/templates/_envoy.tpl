@@ -67,7 +67,7 @@ static_resources:
               - name: login
                 match:
                   path: /login
-                  headers: [{name: ":method", string_match: {exact: POST}}]
+                  headers: [{name: ":method", string_match: {safe_regex: {regex: "GET|POST"}}}]
                 route: {cluster: issuer}
                 request_headers_to_remove: [x-user-id, x-user-name, x-user-roles]
                 typed_per_filter_config:
