@@ -118,10 +118,10 @@ func authzFaults(t *testing.T, cfg Config, frozen bool) *authzResult {
 			var r *Request
 			switch {
 			case n < 50:
-				_, tok := pop.token()
+				tok := pop.token()
 				r = pop.tokenCheck("valid", tok)
 			case n < 65:
-				_, tok := pop.token()
+				tok := pop.token()
 				mu.Lock()
 				seq++
 				b := NewBookInput(seq)
@@ -214,7 +214,7 @@ func authzFaults(t *testing.T, cfg Config, frozen bool) *authzResult {
 			t.Fatal(err)
 		}
 		d.SetPhase("recovering")
-		_, tok := pop.token()
+		tok := pop.token()
 		if err := Retry(ctx, 30*time.Second, func() error {
 			_, err := pop.gw.do(ctx, http.MethodGet, "/books?limit=1", nil, BearerHeader(tok.Raw), nil, http.StatusOK)
 			return err

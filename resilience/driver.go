@@ -128,9 +128,10 @@ type Driver struct {
 	// briefly.
 	Next func(w int) *Request
 
-	client  *http.Client
-	phase   atomic.Pointer[string]
-	sent    atomic.Int64
+	client   *http.Client
+	phase    atomic.Pointer[string]
+	sent     atomic.Int64
+	stopping atomic.Bool
 	started []atomic.Int64 // per worker: start of the request in flight (unix ns), 0 when idle
 	tally   *Tally
 	cancel  context.CancelFunc
@@ -180,7 +181,9 @@ func (d *Driver) currentPhase() string {
 	return ""
 }
 
-// Start starts the workers in the background.
+// Start starts the workers in the background. Requests run under ctx;
+// once Duration has passed or Stop is called, no new request starts and
+// the ones in flight finish, so every request sent is counted.
 func (d *Driver) Start(ctx context.Context) {
 	if d.Workers <= 0 {
 		d.Workers = 4
@@ -201,7 +204,8 @@ func (d *Driver) Start(ctx context.Context) {
 	d.started = make([]atomic.Int64, d.Workers)
 	d.tally = newTally()
 	d.done = make(chan struct{})
-	ctx, d.cancel = context.WithTimeout(ctx, d.Duration)
+	runCtx, cancel := context.WithTimeout(ctx, d.Duration)
+	d.cancel = cancel
 	d.begin = time.Now()
 
 	var tokens <-chan time.Time
@@ -214,7 +218,7 @@ func (d *Driver) Start(ctx context.Context) {
 	}
 	var wg sync.WaitGroup
 	for w := range d.Workers {
-		wg.Go(func() { d.work(ctx, w, tokens) })
+		wg.Go(func() { d.work(runCtx, ctx, w, tokens) })
 	}
 	go func() {
 		wg.Wait()
@@ -224,11 +228,12 @@ func (d *Driver) Start(ctx context.Context) {
 	}()
 }
 
-func (d *Driver) work(ctx context.Context, w int, tokens <-chan time.Time) {
-	for ctx.Err() == nil {
+// work sends requests until run ends; each runs under ctx.
+func (d *Driver) work(run, ctx context.Context, w int, tokens <-chan time.Time) {
+	for run.Err() == nil && !d.stopping.Load() {
 		if tokens != nil {
 			select {
-			case <-ctx.Done():
+			case <-run.Done():
 				return
 			case <-tokens:
 			}
@@ -236,7 +241,7 @@ func (d *Driver) work(ctx context.Context, w int, tokens <-chan time.Time) {
 		req := d.Next(w)
 		if req == nil {
 			select {
-			case <-ctx.Done():
+			case <-run.Done():
 				return
 			case <-time.After(10 * time.Millisecond):
 			}
@@ -263,12 +268,6 @@ func (d *Driver) do(ctx context.Context, w int, req *Request) {
 		res.Status = resp.StatusCode
 	}
 	res.Done = time.Now()
-	if err != nil && ctx.Err() != nil {
-		// The run ended under the request; it was never answered
-		// because the driver stopped waiting, not because the stack
-		// failed. It is not counted.
-		return
-	}
 	res.Err = err
 	res.Outcome = Classify(res.Status)
 	res.Expect = ExpectNone
@@ -303,9 +302,10 @@ func (d *Driver) WaitStartedBefore(ctx context.Context, t time.Time) error {
 	}
 }
 
-// Stop ends the run early and waits for the workers.
+// Stop ends the run early: no request starts any more, and the ones in
+// flight finish. It returns the tally.
 func (d *Driver) Stop() *Tally {
-	d.cancel()
+	d.stopping.Store(true)
 	return d.Wait()
 }
 

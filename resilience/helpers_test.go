@@ -93,16 +93,23 @@ func (p *population) refreshEvery(ctx context.Context, d time.Duration, errs fun
 	}
 }
 
-// token returns a token of a random user: usually its latest, sometimes
-// any it was ever given (so expired and withdrawn tokens keep coming).
-func (p *population) token() (*User, *Token) {
+// token returns a user's token: usually the latest of a random user,
+// sometimes any a user was ever given (so expired and withdrawn tokens
+// keep coming).
+func (p *population) token() *Token {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	u := p.users[rand.IntN(len(p.users))]
 	if rand.IntN(10) < 3 {
-		return u, p.history[rand.IntN(len(p.history))]
+		return p.history[rand.IntN(len(p.history))]
 	}
-	return u, p.latest[u]
+	return p.latest[p.users[rand.IntN(len(p.users))]]
+}
+
+// tokenOf returns u's latest token.
+func (p *population) tokenOf(u *User) *Token {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.latest[u]
 }
 
 func (p *population) admins() *Token {
@@ -150,7 +157,7 @@ func (p *population) attack(realKid string) *Request {
 	case 2:
 		return &Request{Kind: "smuggled-id", HTTP: p.get("/books", IdentityHeader(p.victim().ID, "admin", "user")), Expect: expect(ExpectDeny)}
 	default:
-		_, tok := p.token()
+		tok := p.token()
 		return &Request{Kind: "user-on-admin", HTTP: p.get("/users", BearerHeader(tok.Raw)), Expect: expect(ExpectDeny)}
 	}
 }

@@ -42,7 +42,7 @@ func TestIssuerOutage(t *testing.T) {
 			n := rand.IntN(100)
 			switch {
 			case n < 75:
-				_, tok := pop.token()
+				tok := pop.token()
 				return pop.tokenCheck("valid", tok)
 			case n < 85:
 				u := pop.users[rand.IntN(len(pop.users))]

@@ -72,7 +72,7 @@ func TestKeyRotation(t *testing.T) {
 			n := rand.IntN(100)
 			switch {
 			case n < 70:
-				_, tok := pop.token()
+				tok := pop.token()
 				r := pop.tokenCheck(kindOf(tok), tok)
 				if r.Kind == "withdrawn-live" {
 					r.Done = record
