@@ -132,12 +132,12 @@ type Driver struct {
 	phase    atomic.Pointer[string]
 	sent     atomic.Int64
 	stopping atomic.Bool
-	started []atomic.Int64 // per worker: start of the request in flight (unix ns), 0 when idle
-	tally   *Tally
-	cancel  context.CancelFunc
-	done    chan struct{}
-	begin   time.Time
-	end     time.Time
+	started  []atomic.Int64 // per worker: start of the request in flight (unix ns), 0 when idle
+	tally    *Tally
+	cancel   context.CancelFunc
+	done     chan struct{}
+	begin    time.Time
+	end      time.Time
 }
 
 // loopbackDialer refuses every address that is not loopback, so no
