@@ -175,6 +175,10 @@ func (v *verifier) key(ctx context.Context, kid string) (*verifyKey, error) {
 // role with a comma ("user,admin" would read as two roles in
 // x-user-roles), must never reach an upstream.
 func newIdentity(c *claims) (*identity, error) {
+	if c.ExpiresAt == nil {
+		// The parser requires exp; the cache relies on it, so check again.
+		return nil, fmt.Errorf("%w: no exp", errBadClaims)
+	}
 	if c.Subject == "" {
 		return nil, fmt.Errorf("%w: no sub", errBadClaims)
 	}
