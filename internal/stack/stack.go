@@ -170,12 +170,12 @@ type gatewayRunner interface {
 // answers its readiness check, authz has loaded the issuer's keys, and a
 // request through the gateway reaches the issuer. On error nothing is
 // left running.
-func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
+func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	cfg = withDefaults(cfg)
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
-	st = &Stack{cfg: cfg, log: cfg.Logger, failc: make(chan error, 1)}
+	st := &Stack{cfg: cfg, log: cfg.Logger, failc: make(chan error, 1)}
 	st.adminPass, st.adminFile, err = adminPassword(cfg.DataDir, cfg.AdminPassword)
 	if err != nil {
 		return nil, err
@@ -193,7 +193,6 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 			sctx, scancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 			st.Shutdown(sctx)
 			scancel()
-			st = nil
 		}
 	}()
 	for name, addr := range map[string]string{
