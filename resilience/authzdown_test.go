@@ -19,7 +19,7 @@ import (
 // filter's status_on_error (503), and the gateway must recover by itself
 // once authz is back.
 func TestAuthzDown(t *testing.T) {
-	res := authzFaults(t, Config{Bin: tollgateBin(t), Dir: t.TempDir()}, true)
+	res := authzFaults(t, Config{Bin: tollgateBin(t), Dir: t.TempDir()}, true, pick(3*time.Second, 20*time.Second))
 	for _, w := range res.windows {
 		if w.reached != 0 {
 			t.Errorf("authz %s: %d requests reached an upstream unchecked, want 0", w.name, w.reached)
@@ -61,7 +61,7 @@ func TestAuthzDown(t *testing.T) {
 // stack that fails open: requests reach books unchecked, and a smuggled
 // identity header gets through.
 func TestAuthzDownCatchesFailOpen(t *testing.T) {
-	res := authzFaults(t, Config{Bin: tollgateBin(t), Dir: t.TempDir(), FailureModeAllow: true}, false)
+	res := authzFaults(t, Config{Bin: tollgateBin(t), Dir: t.TempDir(), FailureModeAllow: true}, false, 3*time.Second)
 	if res.reached() == 0 {
 		t.Error("with failure_mode_allow, no request reached an upstream while authz was down; the scenario cannot see a fail-open gateway")
 	}
@@ -94,15 +94,15 @@ func (r *authzResult) reached() int {
 	return n
 }
 
-// authzFaults drives load through s while authz is killed and restarted,
-// then (when frozen is set) paused and resumed, and measures each window.
-func authzFaults(t *testing.T, cfg Config, frozen bool) *authzResult {
+// authzFaults drives load through a stack while authz is killed for
+// window and restarted, then (when frozen is set) paused for window and
+// resumed, and measures each window.
+func authzFaults(t *testing.T, cfg Config, frozen bool, window time.Duration) *authzResult {
 	cfg.TokenTTL = 30 * time.Minute
 	s := StartStack(t, cfg)
 	keys := &Keys{Bound: s.RefreshBound(), Leeway: s.Config.Leeway}
 	pop := newPopulation(t, s, 4, keys)
 	ctx := context.Background()
-	window := pick(3*time.Second, 20*time.Second)
 	gatewayPID := s.Gateway.PID()
 	booksDirect := NewAPIClient("http://" + s.BooksAddr)
 

@@ -2,6 +2,7 @@ package resilience
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -140,6 +141,10 @@ type Driver struct {
 	end      time.Time
 }
 
+// ErrNotLoopback is the error of a request the driver refused to send
+// because its address is not loopback.
+var ErrNotLoopback = errors.New("not a loopback address")
+
 // loopbackDialer refuses every address that is not loopback, so no
 // load can leave the machine whatever URL a test builds.
 func loopbackDialer() func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -151,7 +156,7 @@ func loopbackDialer() func(ctx context.Context, network, addr string) (net.Conn,
 		}
 		ip := net.ParseIP(host)
 		if ip == nil || !ip.IsLoopback() {
-			return nil, fmt.Errorf("refusing to send load to %s: not a loopback address", addr)
+			return nil, fmt.Errorf("refusing to send load to %s: %w", addr, ErrNotLoopback)
 		}
 		return d.DialContext(ctx, network, addr)
 	}
@@ -212,9 +217,7 @@ func (d *Driver) Start(ctx context.Context) {
 	if d.Rate > 0 {
 		tk := time.NewTicker(time.Duration(float64(time.Second) / d.Rate))
 		tokens = tk.C
-		defer func() {
-			go func() { <-d.done; tk.Stop() }()
-		}()
+		go func() { <-d.done; tk.Stop() }()
 	}
 	var wg sync.WaitGroup
 	for w := range d.Workers {
