@@ -14,6 +14,7 @@ import (
 
 	"github.com/tollgate-dev/tollgate/internal/server"
 	"github.com/tollgate-dev/tollgate/internal/stack"
+	"github.com/tollgate-dev/tollgate/issuer"
 )
 
 // upFlags are the settings of `tollgate up`.
@@ -48,7 +49,7 @@ func (f *upFlags) register(fs *flagSet) {
 	fs.String(&f.authzGRPCAddr, "authz-grpc-addr", "TOLLGATE_AUTHZ_GRPC_ADDR", stack.DefaultAuthzGRPCAddr, "authz gRPC (ext_authz) listen address")
 	fs.String(&f.authzHTTPAddr, "authz-http-addr", "TOLLGATE_AUTHZ_HTTP_ADDR", stack.DefaultAuthzHTTPAddr, "authz HTTP (forward-auth, health, metrics) listen address")
 	fs.String(&f.issuerURL, "issuer-url", "TOLLGATE_ISSUER_URL", "", "the iss claim (default http://localhost:<gateway port>)")
-	fs.String(&f.adminName, "admin-name", "TOLLGATE_ADMIN_NAME", "admin", "the issuer's admin user")
+	fs.String(&f.adminName, "admin-name", "TOLLGATE_ADMIN_NAME", issuer.DefaultAdminName, "the issuer's admin user")
 	fs.String(&f.adminPassword, "admin-password", "TOLLGATE_ADMIN_PASSWORD", "", "the admin's password (default: generated once into <data-dir>/admin-password; a flag shows in ps, prefer the variable)")
 	fs.Duration(&f.shutdownTimeout, "shutdown-timeout", "TOLLGATE_SHUTDOWN_TIMEOUT", server.DefaultShutdownTimeout, "how long each part may take to drain at shutdown")
 }

@@ -336,19 +336,6 @@ func (st *Stack) Wait(ctx context.Context) error {
 	}
 }
 
-// Run waits as Wait does, then shuts the stack down within
-// Config.ShutdownTimeout per step. It returns the failure that ended it,
-// or the shutdown's error.
-func (st *Stack) Run(ctx context.Context) error {
-	err := st.Wait(ctx)
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*st.cfg.ShutdownTimeout)
-	defer cancel()
-	if serr := st.Shutdown(sctx); err == nil {
-		err = serr
-	}
-	return err
-}
-
 // fail reports a part that stopped on its own; only the first is kept,
 // and none once Shutdown began.
 func (st *Stack) fail(err error) {

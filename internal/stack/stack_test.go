@@ -311,6 +311,23 @@ func TestLifecycle(t *testing.T) {
 	}
 }
 
+func TestNoGateway(t *testing.T) {
+	logs := &logBuffer{}
+	cfg := testConfig(t, logs)
+	cfg.Gateway = NoGateway
+	st := start(t, cfg, logs)
+	if a := st.Addrs(); a.Gateway != "" || a.GatewayAdmin != "" || st.GatewayURL() != "" {
+		t.Errorf("with NoGateway: gateway %q, admin %q, URL %q; want none", a.Gateway, a.GatewayAdmin, st.GatewayURL())
+	}
+	// The iss a user's own Envoy on the contract's port implies.
+	if got, want := st.IssuerURL(), "http://localhost:8080"; got != want {
+		t.Errorf("IssuerURL = %q, want %q", got, want)
+	}
+	if got := status(t, "http://"+st.Addrs().AuthzHTTP+"/readyz"); got != http.StatusOK {
+		t.Errorf("authz /readyz = %d, want 200", got)
+	}
+}
+
 // TestEnvoyProcess runs the gateway as a child process the way -envoy
 // does, with the test binary standing in for envoy (it loads the
 // bootstrap the stack wrote and serves it as written).
