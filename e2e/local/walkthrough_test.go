@@ -71,6 +71,8 @@ func TestWalkthroughWithCurl(t *testing.T) {
 		t.Errorf("register answered %s, want the registered user", body)
 	}
 	userToken := token(t, expect(t, 200, "-s", "-X", "POST", "http://"+u.Name+":"+u.Password+"@"+host+"/login"))
+	// The tutorial's own command, a GET.
+	token(t, expect(t, 200, "-s", "http://"+u.Name+":"+u.Password+"@"+host+"/login"))
 	tok := "x-access-tokens: " + userToken
 
 	body = expect(t, 201, "-s", "-X", "POST", base+"/book", "-H", tok, "-H", "Content-Type: application/json", "-d", "@book1.json")
