@@ -284,7 +284,7 @@ func TestRouteTable(t *testing.T) {
 				}
 			}
 			if tt.status == 404 && tt.method != "HEAD" {
-				if body != "{\"error\":\"not found\"}\n" || resp.Header.Get("Content-Type") != "application/json" {
+				if body != "{\"message\":\"not found\"}\n" || resp.Header.Get("Content-Type") != "application/json" {
 					t.Errorf("%s %s: 404 body %q content-type %q, want the JSON not-found body", tt.method, tt.path, body, resp.Header.Get("Content-Type"))
 				}
 			}

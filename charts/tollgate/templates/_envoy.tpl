@@ -142,7 +142,7 @@ static_resources:
                 match: {prefix: /}
                 direct_response:
                   status: 404
-                  body: {inline_string: "{\"error\":\"not found\"}\n"}
+                  body: {inline_string: "{\"message\":\"not found\"}\n"}
                 response_headers_to_add:
                 - header: {key: content-type, value: application/json}
                   append_action: OVERWRITE_IF_EXISTS_OR_ADD
