@@ -53,6 +53,7 @@ func TestAuthzDown(t *testing.T) {
 		LostWrites: -1,
 		Recovery:   res.recovery,
 		Command:    command("TestAuthzDown"),
+		Failed:     t.Failed(),
 	})
 }
 

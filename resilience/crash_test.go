@@ -51,7 +51,7 @@ func crashDurability(t *testing.T, db string, cfg Config) {
 	keys := &Keys{Bound: s.RefreshBound(), Leeway: s.Config.Leeway}
 	pop := newPopulation(t, s, 3, keys)
 	ctx := context.Background()
-	crashes := pick(2, 6)
+	crashes := pick(2, 10)
 
 	var mu sync.Mutex
 	var writes []*write
@@ -116,7 +116,7 @@ func crashDurability(t *testing.T, db string, cfg Config) {
 	d.Start(ctx)
 	var recovery time.Duration
 	for i := range crashes {
-		sleep(ctx, time.Duration(500+rand.IntN(1500))*time.Millisecond)
+		sleep(ctx, pick(time.Duration(500+rand.IntN(1500)), time.Duration(1000+rand.IntN(4000)))*time.Millisecond)
 		var wg sync.WaitGroup
 		for _, p := range []*Proc{s.Issuer, s.Books} {
 			wg.Go(func() {
@@ -206,6 +206,7 @@ func crashDurability(t *testing.T, db string, cfg Config) {
 		LostWrites: lost + half,
 		Recovery:   recovery,
 		Command:    command("TestCrashDurability/" + map[string]string{"SQLite": "sqlite", "PostgreSQL": "postgres"}[db]),
+		Failed:     t.Failed(),
 	})
 }
 

@@ -73,6 +73,11 @@ func TestIssuerOutage(t *testing.T) {
 	d.SetPhase("outage")
 	sleep(ctx, outage)
 
+	at := time.Now()
+	d.SetPhase("restarting")
+	if err := d.WaitStartedBefore(ctx, at); err != nil {
+		t.Fatal(err)
+	}
 	d.SetPhase("recovery")
 	restart := time.Now()
 	if err := s.Issuer.Start(ctx); err != nil {
@@ -91,7 +96,12 @@ func TestIssuerOutage(t *testing.T) {
 	var frozenStatus int
 	if soak {
 		// Frozen issuer: measure how long a login waits, with checks
-		// still running.
+		// still running. The "after" requests are answered first.
+		at = time.Now()
+		d.SetPhase("freezing")
+		if err := d.WaitStartedBefore(ctx, at); err != nil {
+			t.Fatal(err)
+		}
 		d.SetPhase("frozen")
 		if err := s.Issuer.Pause(); err != nil {
 			t.Fatal(err)
@@ -163,5 +173,6 @@ func TestIssuerOutage(t *testing.T) {
 		LostWrites: -1,
 		Recovery:   recovery,
 		Command:    command("TestIssuerOutage"),
+		Failed:     t.Failed(),
 	})
 }

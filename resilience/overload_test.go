@@ -201,5 +201,6 @@ func TestOverload(t *testing.T) {
 		LostWrites: -1,
 		Recovery:   recovery,
 		Command:    command("TestOverload"),
+		Failed:     t.Failed(),
 	})
 }

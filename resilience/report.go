@@ -31,6 +31,8 @@ type Row struct {
 	Recovery time.Duration
 	// Command reproduces the row.
 	Command string
+	// Failed marks a row whose scenario failed its checks.
+	Failed bool
 }
 
 // Report collects rows from scenarios that may run in parallel.
@@ -69,8 +71,12 @@ func (rp *Report) WriteMarkdown(w io.Writer) error {
 		if r.Recovery >= 0 {
 			rec = r.Recovery.Round(10 * time.Millisecond).String()
 		}
+		name := r.Scenario
+		if r.Failed {
+			name += " **(FAILED)**"
+		}
 		fmt.Fprintf(&sb, "| %s | %d workers, %.0f req/s | %v | %d | %d | %s | %s | `%s` |\n",
-			r.Scenario, r.Workers, r.Rate, r.Duration.Round(time.Second), r.Requests, r.Wrong, lost, rec, r.Command)
+			name, r.Workers, r.Rate, r.Duration.Round(time.Second), r.Requests, r.Wrong, lost, rec, r.Command)
 	}
 	_, err := io.WriteString(w, sb.String())
 	return err

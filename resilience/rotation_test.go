@@ -182,5 +182,6 @@ func TestKeyRotation(t *testing.T) {
 		LostWrites: -1,
 		Recovery:   -1,
 		Command:    command("TestKeyRotation"),
+		Failed:     t.Failed(),
 	})
 }
