@@ -218,7 +218,13 @@ func (s *Server) record(ctx context.Context, proto int, d decision, elapsed time
 	o := d.outcome()
 	s.metrics.checks[d.reason].Inc()
 	s.metrics.latency[proto][o].Observe(elapsed.Seconds())
-	if !s.log.Enabled(ctx, slog.LevelInfo) {
+	// A policy authz cannot read is a route misconfiguration that denies
+	// every request, so it is logged louder than a decision.
+	level := slog.LevelInfo
+	if d.reason == reasonBadPolicy {
+		level = slog.LevelWarn
+	}
+	if !s.log.Enabled(ctx, level) {
 		return
 	}
 	path, _, _ = strings.Cut(path, "?")
@@ -242,5 +248,5 @@ func (s *Server) record(ctx context.Context, proto int, d decision, elapsed time
 	if d.err != nil {
 		attrs = append(attrs, slog.String("err", d.err.Error()))
 	}
-	s.log.LogAttrs(ctx, slog.LevelInfo, "check", attrs...)
+	s.log.LogAttrs(ctx, level, "check", attrs...)
 }
