@@ -317,6 +317,13 @@ func TestCheckLogLine(t *testing.T) {
 			t.Errorf("check log %s = %v, want %v", k, got[k], v)
 		}
 	}
+	if got["level"] != "INFO" {
+		t.Errorf("allow logged at %v, want INFO", got["level"])
+	}
+	e.check(envoyRequest("GET", "/users", bearer(tok), map[string]string{"requires": "admin"}))
+	if bad := e.logs.lastCheck(t); bad["level"] != "WARN" || bad["reason"] != "bad_policy" {
+		t.Errorf("unknown policy key logged at %v with reason %v, want WARN and bad_policy", bad["level"], bad["reason"])
+	}
 	all := e.logs.all()
 	for _, secret := range []string{tok, strings.Split(tok, ".")[2], "secret-in-query"} {
 		if strings.Contains(all, secret) {
