@@ -12,7 +12,7 @@
 //   - a load driver (Driver): bounded in requests and in time, it sends
 //     requests from a pool of workers and counts every answer by the
 //     outcome it should have had and the one it had;
-//   - a report (Row, Table): the figures of a run as a Markdown table.
+//   - a report (Row, Report): the figures of a run as a Markdown table.
 //
 // The scenarios themselves are the package's tests: each has a short form
 // that runs in `go test ./...` and a long form, selected with

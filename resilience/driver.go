@@ -123,7 +123,9 @@ type Driver struct {
 	// Rate, when positive, caps the requests started per second, across
 	// workers.
 	Rate float64
-	// Timeout bounds one request (default 10s).
+	// Timeout bounds one request (default 20s: longer than Envoy's
+	// default 15s route timeout, so the gateway's own answer to a hung
+	// upstream is seen rather than the client giving up).
 	Timeout time.Duration
 	// Next returns worker w's next request, or nil to pause that worker
 	// briefly.
@@ -200,7 +202,7 @@ func (d *Driver) Start(ctx context.Context) {
 		d.Duration = time.Minute
 	}
 	if d.Timeout <= 0 {
-		d.Timeout = 10 * time.Second
+		d.Timeout = 20 * time.Second
 	}
 	if d.phase.Load() == nil {
 		d.SetPhase("")
