@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"strings"
 	"time"
 
@@ -98,6 +99,12 @@ func authzList(s string) []string {
 }
 
 func runAuthz(ctx context.Context, args []string) error {
+	return serveAuthz(ctx, args, nil)
+}
+
+// serveAuthz is runAuthz, telling onListen (when not nil) the addresses
+// it listens on, so a test can run the command on ephemeral ports.
+func serveAuthz(ctx context.Context, args []string, onListen func(grpcAddr, httpAddr net.Addr)) error {
 	fs := newFlagSet("authz")
 	var f authzFlags
 	f.register(fs)
@@ -128,6 +135,9 @@ func runAuthz(ctx context.Context, args []string) error {
 	if err != nil {
 		gl.Close()
 		return err
+	}
+	if onListen != nil {
+		onListen(gl.Addr(), hl.Addr())
 	}
 	// SetStopping flips gRPC health to NOT_SERVING and /readyz to 503
 	// before the servers drain (GracefulStop, Shutdown).
