@@ -191,7 +191,7 @@ func crashDurability(t *testing.T, db string, cfg Config) {
 	}
 	if cfg.IssuerDB == "" {
 		for _, f := range []string{"issuer.db", "books.db"} {
-			if err := integrityCheck(filepath.Join(cfg.Dir, f)); err != nil {
+			if err := integrityCheck(filepath.Join(s.Config.Dir, f)); err != nil {
 				t.Error(err)
 			}
 		}

@@ -18,6 +18,10 @@ import (
 	"time"
 )
 
+// ErrAddrInUse is a start that failed because the process's address was
+// taken.
+var ErrAddrInUse = errors.New("address already in use")
+
 // ReadyTimeout bounds how long Start waits for a process to report ready.
 const ReadyTimeout = 60 * time.Second
 
@@ -111,7 +115,12 @@ func (p *Proc) Start(ctx context.Context) error {
 		}
 		select {
 		case <-done:
-			return fmt.Errorf("%s exited before it was ready (%v); log tail:\n%s", p.Name, last, p.LogTail(30))
+			tail := p.LogTail(30)
+			if strings.Contains(tail, "address already in use") {
+				// The child's only report of EADDRINUSE is its output.
+				return fmt.Errorf("%s: %w; log tail:\n%s", p.Name, ErrAddrInUse, tail)
+			}
+			return fmt.Errorf("%s exited before it was ready (%v); log tail:\n%s", p.Name, last, tail)
 		case <-ctx.Done():
 			return fmt.Errorf("%s not ready after %v: %v; log tail:\n%s", p.Name, ReadyTimeout, last, p.LogTail(30))
 		case <-tick.C:

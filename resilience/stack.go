@@ -45,7 +45,7 @@ type Config struct {
 	// TokenTTL is the issuer's token lifetime (default 1m).
 	TokenTTL time.Duration
 	// KeyActivationDelay is how long a new key is published before it
-	// signs (default 2s; it must exceed RefreshBound).
+	// signs (default 3s; it must exceed RefreshBound).
 	KeyActivationDelay time.Duration
 	// KeyPollInterval is how often the issuer rereads its key directory
 	// (default 200ms).
@@ -79,7 +79,7 @@ func (c *Config) defaults() {
 		}
 	}
 	set(&c.TokenTTL, time.Minute)
-	set(&c.KeyActivationDelay, 2*time.Second)
+	set(&c.KeyActivationDelay, 3*time.Second)
 	set(&c.KeyPollInterval, 200*time.Millisecond)
 	set(&c.JWKSMaxAge, time.Second)
 	set(&c.MinRefresh, 250*time.Millisecond)
@@ -119,15 +119,33 @@ type Stack struct {
 	AdminPassword string
 }
 
+// startAttempts bounds StartStack's tries: ports are chosen before the
+// processes bind them, and another program may take one meanwhile.
+const startAttempts = 3
+
 // StartStack starts a stack for t, with a first signing key in its key
-// directory, and stops every process when t ends.
+// directory, and stops every process when t ends. A start that fails
+// because a chosen port was taken is retried on other ports, in a
+// subdirectory of cfg.Dir (s.Config.Dir is the one used).
 func StartStack(t testing.TB, cfg Config) *Stack {
 	t.Helper()
-	s, err := newStack(t, cfg)
-	if err != nil {
-		t.Fatal(err)
+	var err error
+	for attempt := 1; attempt <= startAttempts; attempt++ {
+		c := cfg
+		if attempt > 1 {
+			c.Dir = filepath.Join(cfg.Dir, fmt.Sprintf("attempt%d", attempt))
+		}
+		var s *Stack
+		if s, err = newStack(t, c); err == nil {
+			return s
+		}
+		if !errors.Is(err, ErrAddrInUse) {
+			break
+		}
+		t.Logf("stack start %d: %v; trying other ports", attempt, err)
 	}
-	return s
+	t.Fatal(err)
+	return nil
 }
 
 func newStack(t testing.TB, cfg Config) (*Stack, error) {
@@ -136,6 +154,9 @@ func newStack(t testing.TB, cfg Config) (*Stack, error) {
 		return nil, errors.New("stack: Bin and Dir are required")
 	}
 	s := &Stack{Config: cfg, KeyDir: filepath.Join(cfg.Dir, "keys"), AdminPassword: "admin password " + strconv.FormatInt(time.Now().UnixNano(), 36)}
+	if cfg.KeyActivationDelay <= s.RefreshBound() {
+		return nil, fmt.Errorf("stack: key activation delay %v must exceed the JWKS refresh bound %v, or valid tokens of a new key are denied", cfg.KeyActivationDelay, s.RefreshBound())
+	}
 	if _, _, err := issuer.GenerateKeyFile(s.KeyDir, cfg.Alg); err != nil {
 		return nil, err
 	}
@@ -245,6 +266,11 @@ func newStack(t testing.TB, cfg Config) (*Stack, error) {
 	ctx := context.Background()
 	for _, p := range []*Proc{s.Issuer, s.Books, s.Authz, s.Gateway} {
 		if err := p.Start(ctx); err != nil {
+			for _, p := range s.Procs() {
+				if p.Running() {
+					p.Kill()
+				}
+			}
 			return nil, err
 		}
 	}

@@ -2,6 +2,8 @@ package resilience
 
 import (
 	"context"
+	"errors"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -102,5 +104,25 @@ func TestWriteGatewayConfig(t *testing.T) {
 	}
 	if err := WriteGatewayConfig(filepath.Join(root, "envoy", "envoy.yaml"), dst, GatewayConfig{Endpoints: map[string]string{"nope": "127.0.0.1:1"}}); err == nil {
 		t.Error("WriteGatewayConfig(unknown cluster) = nil, want an error")
+	}
+}
+
+// TestProcAddrInUse checks that a process whose port was taken reports
+// ErrAddrInUse, which StartStack retries on other ports.
+func TestProcAddrInUse(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	dir := t.TempDir()
+	p := NewProc("books", tollgateBin(t), []string{"books", "-addr", l.Addr().String(), "-db", filepath.Join(dir, "books.db")}, nil,
+		filepath.Join(dir, "books.log"), httpReady("http://"+l.Addr().String()+"/readyz"))
+	err = p.Start(context.Background())
+	if p.Running() {
+		p.Kill()
+	}
+	if !errors.Is(err, ErrAddrInUse) {
+		t.Fatalf("Start on a taken port = %v, want ErrAddrInUse", err)
 	}
 }
