@@ -5,7 +5,7 @@ COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 IMAGE     ?= tollgate:$(VERSION)
 
-.PHONY: build run test vet unit fuzz-short image kind-up kind-down e2e-kind
+.PHONY: build run test vet unit fuzz-short image kind-up kind-down e2e-kind soak
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/tollgate ./cmd/tollgate
 
@@ -35,6 +35,8 @@ fuzz-short:
 	$(FUZZ) '^FuzzDecodeBook$$' ./books/
 	$(FUZZ) '^FuzzLoadConfig$$' -fuzzminimizetime 5s ./envoy/
 	$(FUZZ) '^FuzzNormalizePath$$' ./envoy/
+	$(FUZZ) '^FuzzCheck$$' ./authz/
+	$(FUZZ) '^FuzzKeySet$$' ./authz/
 
 image:
 	docker build -t $(IMAGE) --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) .
@@ -48,3 +50,10 @@ kind-down:
 # The end-to-end test against real Envoy in a kind cluster (needs Docker).
 e2e-kind:
 	cd e2e/kind && $(GO) test -tags kind -count=1 -timeout 30m -v ./...
+
+# The resilience scenarios' long forms (about 7 minutes on 2 cores; the
+# short forms run in `unit`), then the Reliability table.
+soak:
+	@mkdir -p bin
+	TOLLGATE_SOAK=1 TOLLGATE_SOAK_REPORT=$(CURDIR)/bin/soak-report.md $(GO) test -count=1 -timeout 30m ./resilience/
+	@cat bin/soak-report.md
