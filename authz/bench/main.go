@@ -228,10 +228,10 @@ func run(o options) error {
 		{name: "authz, cache, token pool", srv: cached, data: pool},
 		{name: "authz, no cache, token pool", srv: uncached, data: pool},
 	}
-	// Runs interleave the servers so drift in the shared machine's load
-	// spreads over all of them.
+	// Runs interleave the servers, each run in a rotated order, so drift
+	// in the shared machine's load spreads evenly over all of them.
 	for r := range o.runs {
-		for _, sc := range maxRate {
+		for _, sc := range rotate(maxRate, r) {
 			fmt.Printf("run %d/%d: %s, max rate...\n", r+1, o.runs, sc.name)
 			res, err := o.ghzRun(sc.srv, sc.data, o.duration, 0)
 			if err != nil {
@@ -247,7 +247,7 @@ func run(o options) error {
 		{name: "authz, cache, token pool", srv: cached, data: pool, rate: fixed},
 	}
 	for r := range o.runs {
-		for _, sc := range fixedRate {
+		for _, sc := range rotate(fixedRate, r) {
 			fmt.Printf("run %d/%d: %s, %d/s...\n", r+1, o.runs, sc.name, fixed)
 			res, err := o.ghzRun(sc.srv, sc.data, o.duration, fixed)
 			if err != nil {
@@ -302,6 +302,12 @@ func run(o options) error {
 	hits, misses := cached.cacheStats()
 	fmt.Printf("\ncache of the cached authz over the whole benchmark: %.0f hits, %.0f misses\n", hits, misses)
 	return nil
+}
+
+// rotate returns xs rotated left by n.
+func rotate[T any](xs []T, n int) []T {
+	n %= len(xs)
+	return append(append([]T{}, xs[n:]...), xs[:n]...)
 }
 
 func ms(ns float64) string { return fmt.Sprintf("%.2fms", ns/1e6) }
