@@ -5,7 +5,7 @@ COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 IMAGE     ?= tollgate:$(VERSION)
 
-.PHONY: build run test vet unit fuzz-short image kind-up kind-down e2e-kind soak
+.PHONY: build run test vet unit fuzz-short image kind-up kind-down e2e-kind soak bench-authz
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/tollgate ./cmd/tollgate
 
@@ -50,6 +50,11 @@ kind-down:
 # The end-to-end test against real Envoy in a kind cluster (needs Docker).
 e2e-kind:
 	cd e2e/kind && $(GO) test -tags kind -count=1 -timeout 30m -v ./...
+
+# authz under ghz beside a no-op Check server: checks/s, p50/p99/p99.9 and
+# their ratios. BENCH_ARGS='-runs 5 -duration 20s' for longer runs.
+bench-authz:
+	./authz/bench/run.sh $(BENCH_ARGS)
 
 # The resilience scenarios' long forms (about 7 minutes on 2 cores; the
 # short forms run in `unit`), then the Reliability table.
