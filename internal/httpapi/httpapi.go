@@ -7,6 +7,7 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -55,9 +56,25 @@ func Handle(h HandlerFunc) http.Handler {
 	})
 }
 
+// StatusClientClosedRequest is the status recorded for a request its
+// client abandoned before the answer (nginx's 499). It is not a standard
+// code and no client sees it: it only keeps such requests apart from
+// server errors in logs and metrics.
+const StatusClientClosedRequest = 499
+
 // WriteError writes err as a JSON error response and logs it with the
 // request's logger.
+//
+// An error caused by the cancellation of the request's own context means
+// the client went away (a proxy timed out, a user gave up): that is not
+// a server error. It is logged at Info as "client closed request" and
+// recorded as StatusClientClosedRequest, with no body.
 func WriteError(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, context.Canceled) && errors.Is(r.Context().Err(), context.Canceled) {
+		Logger(r.Context()).Info("client closed request", "status", StatusClientClosedRequest, "err", err)
+		w.WriteHeader(StatusClientClosedRequest)
+		return
+	}
 	var he *Error
 	if !errors.As(err, &he) {
 		he = &Error{Status: http.StatusInternalServerError, Msg: "internal error", Err: err}
