@@ -51,6 +51,7 @@ type clusterConfig struct {
 	endpoints      []string // host:port
 	http2          bool
 	healthChecks   []healthCheckConfig
+	limits         thresholds // circuit_breakers, default priority
 }
 
 type healthCheckConfig struct {
@@ -134,7 +135,12 @@ func duration(d *durationpb.Duration, def time.Duration) time.Duration {
 }
 
 func compileCluster(cl *clusterv3.Cluster, path string) (*clusterConfig, error) {
-	cc := &clusterConfig{name: cl.GetName(), http2: clusterHTTP2(cl), connectTimeout: 5 * time.Second}
+	cc := &clusterConfig{
+		name:           cl.GetName(),
+		http2:          clusterHTTP2(cl),
+		connectTimeout: 5 * time.Second,
+		limits:         compileThresholds(cl.GetCircuitBreakers()),
+	}
 	if ct := cl.GetConnectTimeout(); ct != nil {
 		cc.connectTimeout = ct.AsDuration()
 	}

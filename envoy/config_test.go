@@ -78,12 +78,12 @@ func TestValidateRejectsBrokenConfig(t *testing.T) {
 		},
 		{
 			name:     "duplicate key",
-			config:   edit(t, "connect_timeout: 1s\n    load_assignment:\n      cluster_name: issuer", "connect_timeout: 1s\n    connect_timeout: 2s\n    load_assignment:\n      cluster_name: issuer"),
+			config:   edit(t, "connect_timeout: 1s\n    circuit_breakers:\n      thresholds:\n      - {max_connections: 256", "connect_timeout: 1s\n    connect_timeout: 2s\n    circuit_breakers:\n      thresholds:\n      - {max_connections: 256"),
 			wantText: "connect_timeout",
 		},
 		{
 			name:     "negative connect timeout (ValidateAll of the bootstrap)",
-			config:   edit(t, "connect_timeout: 1s\n    load_assignment:\n      cluster_name: books", "connect_timeout: -1s\n    load_assignment:\n      cluster_name: books"),
+			config:   edit(t, "connect_timeout: 1s\n    circuit_breakers:\n      thresholds:\n      - {max_connections: 512", "connect_timeout: -1s\n    circuit_breakers:\n      thresholds:\n      - {max_connections: 512"),
 			wantText: "ConnectTimeout",
 		},
 		{
@@ -110,7 +110,7 @@ func TestValidateRejectsBrokenConfig(t *testing.T) {
 		},
 		{
 			name:     "route to a missing cluster",
-			config:   edit(t, "route: {cluster: issuer}\n                typed_per_filter_config:\n                  envoy.filters.http.ext_authz:\n                    \"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute\n                    check_settings:\n                      context_extensions: {require: admin, route: users}", "route: {cluster: isuer}\n                typed_per_filter_config:\n                  envoy.filters.http.ext_authz:\n                    \"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute\n                    check_settings:\n                      context_extensions: {require: admin, route: users}"),
+			config:   edit(t, "route: {cluster: issuer, timeout: 5s}\n                typed_per_filter_config:\n                  envoy.filters.http.ext_authz:\n                    \"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute\n                    check_settings:\n                      context_extensions: {require: admin, route: users}", "route: {cluster: isuer, timeout: 5s}\n                typed_per_filter_config:\n                  envoy.filters.http.ext_authz:\n                    \"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute\n                    check_settings:\n                      context_extensions: {require: admin, route: users}"),
 			wantText: `no cluster named "isuer"`,
 			wantPath: "static_resources.listeners[0].filter_chains[0].filters[0]." + hcm + ".route_config.virtual_hosts[0].routes[4].route.cluster",
 		},

@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"net/netip"
 	"net/url"
 	"slices"
@@ -17,7 +16,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
@@ -348,6 +346,7 @@ type stream struct {
 	responseMutations []headerMutation // ext_authz OK response_headers_to_add
 	authz             string           // outcome, for the log
 	status            int
+	flags             string // Envoy's response flags, for the log
 }
 
 // ServeHTTP runs one request the way Envoy's HTTP connection manager,
@@ -356,10 +355,18 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := &stream{id: rand.Uint64(), start: time.Now(), r: r, authz: "skipped"}
 	defer func() {
 		g.log.Info("request", "method", r.Method, "path", r.URL.RequestURI(), "status", s.status,
-			"route", routeName(s.route), "authz", s.authz, "request_id", s.h.valueOrEmpty("x-request-id"),
-			"duration", time.Since(s.start))
+			"flags", flagsOrDash(s.flags), "route", routeName(s.route), "authz", s.authz,
+			"request_id", s.h.valueOrEmpty("x-request-id"), "duration", time.Since(s.start))
 	}()
 	g.serveStream(w, s)
+}
+
+// flagsOrDash prints no response flags as "-", as Envoy's access log does.
+func flagsOrDash(f string) string {
+	if f == "" {
+		return "-"
+	}
+	return f
 }
 
 func routeName(r *route) string {
@@ -420,6 +427,7 @@ func (g *Gateway) serveStream(w http.ResponseWriter, s *stream) {
 	vh, rt := g.cfg.routes.findRoute(h)
 	if rt == nil {
 		// No route: ext_authz skips the check and the router answers 404.
+		s.flags = flagNoRoute
 		g.localReply(w, s, http.StatusNotFound, "", nil)
 		return
 	}
@@ -626,9 +634,7 @@ func remoteAddr(r *http.Request) net.Addr {
 func (g *Gateway) check(w http.ResponseWriter, s *stream, ctxExt map[string]string) bool {
 	af := g.cfg.authz
 	req := newCheckRequest(s.h, remoteAddr(s.r), localAddr(s.r), protocolString(s.r), s.id, s.start, ctxExt)
-	ctx, cancel := context.WithTimeout(s.r.Context(), af.timeout)
-	resp, err := g.authz.Check(ctx, req)
-	cancel()
+	resp, err := g.callAuthz(s.r.Context(), req)
 	var res checkResult
 	if err != nil {
 		res = checkResult{outcome: checkError, detail: err.Error()}
@@ -650,6 +656,7 @@ func (g *Gateway) check(w http.ResponseWriter, s *stream, ctxExt map[string]stri
 		return true
 	case checkDenied:
 		g.log.Debug("ext_authz denied", "detail", res.detail, "status", res.status)
+		s.flags = flagAuthzDenied
 		g.localReply(w, s, res.status, res.body, res.localMutations)
 		return false
 	case checkInvalid:
@@ -666,6 +673,22 @@ func (g *Gateway) check(w http.ResponseWriter, s *stream, ctxExt map[string]stri
 		g.localReply(w, s, af.statusOnError, "", nil)
 		return false
 	}
+}
+
+// callAuthz makes the Check call as Envoy's envoy_grpc client does: a
+// request on the authz cluster, within the filter's timeout and the
+// cluster's circuit breakers (an overflow is an error like any other
+// failed call, so status_on_error answers it).
+func (g *Gateway) callAuthz(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	u := g.clusters[g.cfg.authz.cluster]
+	ctx, cancel := context.WithTimeout(ctx, g.cfg.authz.timeout)
+	defer cancel()
+	if err := u.breaker.acquire(ctx, nil); err != nil {
+		return nil, err
+	}
+	defer u.breaker.release()
+	u.reconnectIfFailed()
+	return g.authz.Check(ctx, req)
 }
 
 // localReply answers the client from the gateway (Envoy's sendLocalReply):
@@ -701,99 +724,4 @@ func (g *Gateway) finalizeResponse(hdr http.Header, s *stream) {
 		m.applyHTTP(hdr)
 	}
 	hdr.Set("Server", "envoy")
-}
-
-// upstream is a cluster the gateway can reach.
-type upstream struct {
-	cfg       *clusterConfig
-	next      atomic.Uint64
-	transport *http.Transport  // HTTP/1 clusters
-	conn      *grpc.ClientConn // HTTP/2 (gRPC) clusters
-}
-
-// pick returns the next endpoint, round robin (lb_policy ROUND_ROBIN).
-func (u *upstream) pick() string {
-	n := u.next.Add(1) - 1
-	return u.cfg.endpoints[n%uint64(len(u.cfg.endpoints))]
-}
-
-// proxy is the router forwarding the request to the route's cluster,
-// streaming both ways.
-func (g *Gateway) proxy(w http.ResponseWriter, s *stream) {
-	u := g.clusters[s.route.cluster]
-	endpoint := u.pick()
-	h := s.h
-	target, err := upstreamURL(endpoint, h.value(":path"))
-	if err != nil {
-		g.localReply(w, s, http.StatusBadRequest, "", nil)
-		return
-	}
-	sent := time.Now()
-	rp := &httputil.ReverseProxy{
-		Transport:     u.transport,
-		FlushInterval: -1, // stream
-		ErrorLog:      slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.Out.URL = target
-			pr.Out.Host = h.value(":authority")
-			pr.Out.Header = h.httpHeader()
-			if _, ok := pr.Out.Header["User-Agent"]; !ok {
-				pr.Out.Header["User-Agent"] = []string{""} // no Go default
-			}
-		},
-		ModifyResponse: func(resp *http.Response) error {
-			for _, m := range s.route.responseHeadersToAdd {
-				m.applyHTTP(resp.Header)
-			}
-			resp.Header.Set("X-Envoy-Upstream-Service-Time", strconv.FormatInt(time.Since(sent).Milliseconds(), 10))
-			g.finalizeResponse(resp.Header, s)
-			s.status = resp.StatusCode
-			return nil
-		},
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			status, body := upstreamFailure(err)
-			g.log.Warn("upstream request failed", "cluster", u.cfg.name, "endpoint", endpoint, "err", err)
-			g.localReply(w, s, status, body, s.route.responseHeadersToAdd)
-		},
-	}
-	// Envoy never makes up a content-type: a nil value stops Go's server
-	// from sniffing one when the upstream sent none.
-	w.Header()["Content-Type"] = nil
-	ctx, cancel := context.WithTimeout(s.r.Context(), defaultRouteTimeout)
-	defer cancel()
-	rp.ServeHTTP(w, s.r.WithContext(ctx))
-}
-
-// upstreamURL is the URL whose request-URI is exactly path, sent to
-// endpoint.
-func upstreamURL(endpoint, path string) (*url.URL, error) {
-	p, q := splitQuery(path)
-	u := &url.URL{Scheme: "http", Host: endpoint}
-	if q != "" {
-		u.RawQuery = q[1:]
-		u.ForceQuery = q == "?"
-	}
-	if !strings.HasPrefix(p, "//") {
-		u.Opaque = p // sent byte for byte
-		return u, nil
-	}
-	// An opaque "//x" would be written as an absolute URL.
-	unescaped, err := url.PathUnescape(p)
-	if err != nil {
-		return nil, err
-	}
-	u.Path, u.RawPath = unescaped, p
-	return u, nil
-}
-
-// upstreamFailure maps a failed upstream exchange to Envoy's local reply.
-func upstreamFailure(err error) (int, string) {
-	var ne net.Error
-	switch {
-	case errors.Is(err, context.DeadlineExceeded):
-		return http.StatusGatewayTimeout, "upstream request timeout"
-	case errors.Is(err, syscall.ECONNREFUSED), errors.As(err, &ne) && ne.Timeout():
-		return http.StatusServiceUnavailable, "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
-	}
-	return http.StatusServiceUnavailable, "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
 }

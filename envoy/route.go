@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"time"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
@@ -25,7 +26,10 @@ type route struct {
 	name  string
 	match routeMatch
 	// Exactly one of cluster and direct is set.
-	cluster                string
+	cluster string
+	// timeout is RouteAction.timeout: from the end of the downstream
+	// request to the end of the upstream response; 0 disables it.
+	timeout                time.Duration
 	direct                 *directResponse
 	requestHeadersToRemove []string
 	responseHeadersToAdd   []headerMutation
@@ -183,6 +187,13 @@ func compileRoute(r *routev3.Route, path string) (*route, error) {
 		out.cluster = a.Route.GetCluster()
 		if out.cluster == "" {
 			return nil, &UnsupportedError{Path: path + ".route", Reason: "only route.cluster is implemented"}
+		}
+		out.timeout = defaultRouteTimeout
+		if t := a.Route.GetTimeout(); t != nil {
+			if err := t.CheckValid(); err != nil || t.AsDuration() < 0 {
+				return nil, configErrorf(path+".route.timeout", "a route timeout must be a valid duration of 0 (no timeout) or more")
+			}
+			out.timeout = t.AsDuration()
 		}
 	case *routev3.Route_DirectResponse:
 		out.direct = &directResponse{

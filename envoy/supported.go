@@ -84,7 +84,7 @@ var implemented = map[protoreflect.FullName]map[protoreflect.Name]rule{
 		"exact": nil, "prefix": nil, "suffix": nil, "contains": nil, "safe_regex": nil, "ignore_case": nil,
 	},
 	"envoy.type.matcher.v3.RegexMatcher": {"regex": nil},
-	"envoy.config.route.v3.RouteAction":  {"cluster": nil},
+	"envoy.config.route.v3.RouteAction":  {"cluster": nil, "timeout": nil},
 	"envoy.config.route.v3.DirectResponseAction": {
 		"status": nil, "body": nil,
 	},
@@ -114,6 +114,14 @@ var implemented = map[protoreflect.FullName]map[protoreflect.Name]rule{
 	"envoy.config.cluster.v3.Cluster": {
 		"name": nil, "type": enumIn("STATIC", "STRICT_DNS", "LOGICAL_DNS"), "connect_timeout": nil,
 		"load_assignment": nil, "typed_extension_protocol_options": nil, "health_checks": nil,
+		"circuit_breakers": nil,
+	},
+	// Only the default priority's limits apply (routes cannot ask for
+	// another); max_retries is never reached because the gateway does
+	// not retry.
+	"envoy.config.cluster.v3.CircuitBreakers": {"thresholds": nil},
+	"envoy.config.cluster.v3.CircuitBreakers.Thresholds": {
+		"priority": nil, "max_connections": nil, "max_pending_requests": nil, "max_requests": nil, "max_retries": nil,
 	},
 	"envoy.config.endpoint.v3.ClusterLoadAssignment": {"cluster_name": nil, "endpoints": nil},
 	"envoy.config.endpoint.v3.LocalityLbEndpoints":   {"lb_endpoints": nil},

@@ -25,9 +25,24 @@ func TestGatewayRefusesUnimplementedFields(t *testing.T) {
 			wantPath: hcm + ".route_config.virtual_hosts[0].routes[5].route.retry_policy",
 		},
 		{
-			name:     "route timeout",
-			config:   edit(t, "route: {cluster: issuer}\n                request_headers_to_remove: [x-user-id, x-user-name, x-user-roles]\n                typed_per_filter_config:\n                  envoy.filters.http.ext_authz:\n                    \"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute\n                    disabled: true\n              - name: login", "route: {cluster: issuer, timeout: 5s}\n                request_headers_to_remove: [x-user-id, x-user-name, x-user-roles]\n                typed_per_filter_config:\n                  envoy.filters.http.ext_authz:\n                    \"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute\n                    disabled: true\n              - name: login"),
-			wantPath: hcm + ".route_config.virtual_hosts[0].routes[0].route.timeout",
+			name:     "route idle_timeout",
+			config:   edit(t, "path: /register\n                  headers: [{name: \":method\", string_match: {exact: POST}}]\n                route: {cluster: issuer, timeout: 5s}", "path: /register\n                  headers: [{name: \":method\", string_match: {exact: POST}}]\n                route: {cluster: issuer, timeout: 5s, idle_timeout: 1s}"),
+			wantPath: hcm + ".route_config.virtual_hosts[0].routes[0].route.idle_timeout",
+		},
+		{
+			name:     "circuit breaker track_remaining",
+			config:   edit(t, "- {max_connections: 512, max_pending_requests: 128, max_requests: 512}", "- {max_connections: 512, max_pending_requests: 128, max_requests: 512, track_remaining: true}"),
+			wantPath: "static_resources.clusters[1].circuit_breakers.thresholds[0].track_remaining",
+		},
+		{
+			name:     "circuit breaker retry_budget",
+			config:   edit(t, "- {max_connections: 512, max_pending_requests: 128, max_requests: 512}", "- {max_connections: 512, max_pending_requests: 128, max_requests: 512, retry_budget: {}}"),
+			wantPath: "static_resources.clusters[1].circuit_breakers.thresholds[0].retry_budget",
+		},
+		{
+			name:     "circuit breaker per_host_thresholds",
+			config:   edit(t, "- {max_connections: 512, max_pending_requests: 128, max_requests: 512}", "- {max_connections: 512, max_pending_requests: 128, max_requests: 512}\n      per_host_thresholds: [{max_connections: 1}]"),
+			wantPath: "static_resources.clusters[1].circuit_breakers.per_host_thresholds",
 		},
 		{
 			name:     "ext_authz include_peer_certificate",

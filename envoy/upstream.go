@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/resolver"
@@ -20,16 +21,21 @@ import (
 
 var resolverSeq atomic.Uint64
 
+// maxReconnectDelay caps the gRPC client's wait between connection
+// attempts while no request asks for one (see reconnectIfFailed).
+const maxReconnectDelay = time.Second
+
 // newUpstream prepares the client side of a cluster: an HTTP/1.1
 // transport, or for an HTTP/2 cluster a gRPC connection that balances
 // round robin over the endpoints and sends the cluster name as
 // :authority, as Envoy's envoy_grpc client does.
 func newUpstream(cc *clusterConfig) (*upstream, error) {
-	u := &upstream{cfg: cc}
+	u := &upstream{cfg: cc, breaker: newBreaker(cc.name, cc.limits, cc.http2)}
 	if !cc.http2 {
 		d := &net.Dialer{Timeout: cc.connectTimeout, KeepAlive: 30 * time.Second}
 		u.transport = &http.Transport{
 			DialContext:         d.DialContext,
+			MaxConnsPerHost:     u.breaker.connections(),
 			MaxIdleConnsPerHost: 64,
 			IdleConnTimeout:     defaultIdleTimeout,
 			DisableCompression:  true, // pass accept-encoding and bodies through untouched
@@ -49,7 +55,7 @@ func newUpstream(cc *clusterConfig) (*upstream, error) {
 		grpc.WithAuthority(cc.name),
 		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`),
 		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 5 * time.Second},
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: maxReconnectDelay},
 			MinConnectTimeout: cc.connectTimeout,
 		}),
 	)
@@ -58,6 +64,17 @@ func newUpstream(cc *clusterConfig) (*upstream, error) {
 	}
 	u.conn = conn
 	return u, nil
+}
+
+// reconnectIfFailed makes a request that finds the cluster's connection
+// failed try a new one at once. Envoy's connection pool opens a connection
+// for a request that finds none ready, with no backoff between requests;
+// grpc-go would otherwise wait out its reconnect backoff, and a request
+// meanwhile fails although the server may be back.
+func (u *upstream) reconnectIfFailed() {
+	if u.conn.GetState() == connectivity.TransientFailure {
+		u.conn.ResetConnectBackoff()
+	}
 }
 
 // runHealthCheck is Envoy's active gRPC health check for a cluster

@@ -54,11 +54,19 @@ static_resources:
               # --- public issuer routes: no check, identity headers stripped
               # (route-level removal runs in the router, after ext_authz, so
               # it is only used where ext_authz is disabled).
+              #
+              # Route timeouts run from the end of the request to the end of
+              # the response; when one expires the client gets 504 "upstream
+              # request timeout". The issuer's routes get 5s: a login waits at
+              # most 2s for a password-hashing slot (then the issuer answers
+              # 503 itself) plus the hash, and everything else it serves is
+              # quick, so a frozen issuer costs a client 5s, not Envoy's
+              # default 15s.
               - name: register
                 match:
                   path: /register
                   headers: [{name: ":method", string_match: {exact: POST}}]
-                route: {cluster: issuer}
+                route: {cluster: issuer, timeout: 5s}
                 request_headers_to_remove: [x-user-id, x-user-name, x-user-roles]
                 typed_per_filter_config:
                   envoy.filters.http.ext_authz:
@@ -68,7 +76,7 @@ static_resources:
                 match:
                   path: /login
                   headers: [{name: ":method", string_match: {safe_regex: {regex: "GET|POST"}}}]
-                route: {cluster: issuer}
+                route: {cluster: issuer, timeout: 5s}
                 request_headers_to_remove: [x-user-id, x-user-name, x-user-roles]
                 typed_per_filter_config:
                   envoy.filters.http.ext_authz:
@@ -78,7 +86,7 @@ static_resources:
                 match:
                   path: /.well-known/jwks.json
                   headers: [{name: ":method", string_match: {safe_regex: {regex: "GET|HEAD"}}}]
-                route: {cluster: issuer}
+                route: {cluster: issuer, timeout: 5s}
                 request_headers_to_remove: [x-user-id, x-user-name, x-user-roles]
                 typed_per_filter_config:
                   envoy.filters.http.ext_authz:
@@ -88,7 +96,7 @@ static_resources:
                 match:
                   path: /.well-known/openid-configuration
                   headers: [{name: ":method", string_match: {safe_regex: {regex: "GET|HEAD"}}}]
-                route: {cluster: issuer}
+                route: {cluster: issuer, timeout: 5s}
                 request_headers_to_remove: [x-user-id, x-user-name, x-user-roles]
                 typed_per_filter_config:
                   envoy.filters.http.ext_authz:
@@ -96,11 +104,16 @@ static_resources:
                     disabled: true
               # --- protected routes: the requirement travels to authz in
               # context_extensions; authz overwrites the identity headers.
+              # The books routes set no timeout and so keep Envoy's default,
+              # 15s: longer than the books store's 10s SQLite busy timeout, so
+              # a contended write is answered by books (committed, or a clear
+              # error) rather than abandoned with a 504 while it may still
+              # commit.
               - name: users
                 match:
                   path: /users
                   headers: [{name: ":method", string_match: {safe_regex: {regex: "GET|HEAD"}}}]
-                route: {cluster: issuer}
+                route: {cluster: issuer, timeout: 5s}
                 typed_per_filter_config:
                   envoy.filters.http.ext_authz:
                     "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
@@ -198,10 +211,15 @@ static_resources:
           - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  # Cluster settings are envoy/envoy.yaml's (a test compares them),
+  # circuit breakers included; see the reasons there.
   clusters:
   - name: authz
     type: {{ if eq .Values.authz.mode "sidecar" }}STATIC{{ else }}STRICT_DNS{{ end }}
     connect_timeout: 1s
+    circuit_breakers:
+      thresholds:
+      - {max_requests: 1024}
     typed_extension_protocol_options:
       envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
         "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
@@ -222,6 +240,9 @@ static_resources:
   - name: issuer
     type: STRICT_DNS
     connect_timeout: 1s
+    circuit_breakers:
+      thresholds:
+      - {max_connections: 256, max_pending_requests: 64, max_requests: 256}
     load_assignment:
       cluster_name: issuer
       endpoints:
@@ -232,6 +253,9 @@ static_resources:
   - name: books
     type: STRICT_DNS
     connect_timeout: 1s
+    circuit_breakers:
+      thresholds:
+      - {max_connections: 512, max_pending_requests: 128, max_requests: 512}
     load_assignment:
       cluster_name: books
       endpoints:
