@@ -303,6 +303,13 @@ func TestValueSetsShape(t *testing.T) {
 		if len(sec.Data) != 1 {
 			t.Errorf("signing key Secret has %d entries, want 1 generated key", len(sec.Data))
 		}
+		// Behind Envoy every login arrives from a gateway pod: unless the
+		// issuer believes the gateway's X-Forwarded-For, one client's
+		// failures throttle every client.
+		iss := find[*appsv1.Deployment](t, objs, "tg-tollgate-issuer")
+		if e, ok := envValue(iss.Spec.Template.Spec.Containers[0], "TOLLGATE_ISSUER_TRUSTED_PROXIES"); !ok || !strings.Contains(e.Value, "10.0.0.0/8") {
+			t.Errorf("issuer TOLLGATE_ISSUER_TRUSTED_PROXIES = %+v, want the pod networks trusted", e)
+		}
 	})
 
 	t.Run("service mode: authz Deployment and Service, no sidecar, authz only from Envoy", func(t *testing.T) {
