@@ -249,6 +249,8 @@ func TestRouteTable(t *testing.T) {
 		{"GET", "/healthz", "", false, nil, 404},
 		{"GET", "/register", "", false, nil, 404},
 		{"PUT", "/login", "", false, nil, 404},
+		{"XPOST", "/login", "", false, nil, 404}, // safe_regex matches the whole value, as in Envoy
+		{"GETX", "/users", "", false, nil, 404},
 		{"DELETE", "/users", "", false, nil, 404},
 		{"POST", "/users", "", false, nil, 404},
 		{"GET", "/users/1", "", false, nil, 404},
