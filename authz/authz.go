@@ -53,6 +53,12 @@ type Server struct {
 	reg      *prometheus.Registry
 	now      func() time.Time
 
+	// removeLists and removeHeaders are what an allow answer removes,
+	// by allowParts.missing: for gRPC as a list, for forward-auth joined
+	// with ",". Built once in New; shared, never modified.
+	removeLists   [numRemoveLists][]string
+	removeHeaders [numRemoveLists]string
+
 	httpOnce    sync.Once
 	httpHandler http.Handler
 
@@ -87,6 +93,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 		reg:    reg,
 		now:    time.Now,
 	}
+	s.removeLists, s.removeHeaders = removeLists(cfg.TokenHeaders)
 	s.metrics = newMetrics(reg, func() int {
 		if s.cache == nil {
 			return 0

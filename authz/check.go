@@ -3,6 +3,7 @@ package authz
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -28,7 +29,9 @@ func identityHeader(h string) bool {
 // Check implements envoy.service.auth.v3.Authorization. It always
 // returns a CheckResponse and a nil error: a gRPC error means "no
 // decision" to Envoy, which a failure_mode_allow setting would let
-// through.
+// through. The messages inside an allow answer (below the response and
+// its OkHttpResponse) are shared with other answers and must not be
+// modified; gRPC only reads them.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	start := time.Now()
 	attrs := req.GetAttributes()
@@ -81,33 +84,83 @@ func (s *Server) checkResponse(d decision) *authv3.CheckResponse {
 	return s.okResponse(d.id)
 }
 
+// identityHeaders are the identity header names in the order an allow
+// answer lists them; identity.values gives their values.
+var identityHeaders = [...]string{HeaderUserID, HeaderUserName, HeaderUserRoles}
+
+// numRemoveLists is the number of subsets of identityHeaders that an
+// identity can leave empty.
+const numRemoveLists = 1 << len(identityHeaders)
+
+// removeLists returns, for each subset of identity headers (bit i set:
+// identityHeaders[i] has no value), the headers an allow answer removes:
+// that subset, then the token headers. Only the subset depends on the
+// identity, so New builds all of them once.
+func removeLists(tokenHeaders []string) (lists [numRemoveLists][]string, joined [numRemoveLists]string) {
+	for m := range numRemoveLists {
+		l := make([]string, 0, len(identityHeaders)+len(tokenHeaders))
+		for i, h := range identityHeaders {
+			if m&(1<<i) != 0 {
+				l = append(l, h)
+			}
+		}
+		l = append(l, tokenHeaders...)
+		// Clipped, so an append to one answer's list cannot write into
+		// the shared array.
+		lists[m], joined[m] = slices.Clip(l), strings.Join(l, ",")
+	}
+	return lists, joined
+}
+
+// allowParts are the parts of an allow answer that depend only on the
+// identity. newIdentity builds them once per verified token, and every
+// answer for that token (the cache hands out the same identity) shares
+// them, so nothing may modify them afterwards: gRPC only reads a
+// response while marshalling it.
+type allowParts struct {
+	headers  []*corev3.HeaderValueOption // the identity headers that have a value
+	missing  int                         // bit i set: identityHeaders[i] has none and is removed
+	metadata *structpb.Struct            // dynamic metadata for Envoy's access logs
+}
+
+// newAllowParts builds id's allowParts.
+func newAllowParts(id *identity) allowParts {
+	var p allowParts
+	vals := id.values()
+	p.headers = make([]*corev3.HeaderValueOption, 0, len(vals))
+	for i, v := range vals {
+		if v == "" {
+			p.missing |= 1 << i
+			continue
+		}
+		p.headers = append(p.headers, overwrite(identityHeaders[i], v))
+	}
+	p.headers = slices.Clip(p.headers)
+	p.metadata = identityMetadata(id)
+	return p
+}
+
+// okStatus is the status of every allow answer; shared, never modified.
+var okStatus = &rpcstatus.Status{Code: int32(codes.OK)}
+
 // okResponse lets the request through with the caller's identity. Every
 // identity header is either overwritten (OVERWRITE_IF_EXISTS_OR_ADD,
 // with the deprecated append left unset, which every Envoy release reads
 // as overwrite) or removed, so whatever the client sent under those
 // names never reaches the upstream; the token headers are removed too.
+//
+// The answer is built from parts made once per identity and once in New;
+// only the three top-level messages are new, so that setting a field of
+// one answer cannot change another. The parts below them are shared
+// and must not be modified.
 func (s *Server) okResponse(id *identity) *authv3.CheckResponse {
-	headers := make([]*corev3.HeaderValueOption, 0, 3)
-	remove := make([]string, 0, 3+len(s.cfg.TokenHeaders))
-	for _, h := range [...]struct{ k, v string }{
-		{HeaderUserID, id.sub},
-		{HeaderUserName, id.name},
-		{HeaderUserRoles, id.rolesHeader},
-	} {
-		if h.v == "" {
-			remove = append(remove, h.k)
-			continue
-		}
-		headers = append(headers, overwrite(h.k, h.v))
-	}
-	remove = append(remove, s.cfg.TokenHeaders...)
 	return &authv3.CheckResponse{
-		Status: &rpcstatus.Status{Code: int32(codes.OK)},
+		Status: okStatus,
 		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
-			Headers:         headers,
-			HeadersToRemove: remove,
+			Headers:         id.allow.headers,
+			HeadersToRemove: s.removeLists[id.allow.missing],
 		}},
-		DynamicMetadata: identityMetadata(id),
+		DynamicMetadata: id.allow.metadata,
 	}
 }
 

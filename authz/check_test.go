@@ -1,7 +1,9 @@
 package authz
 
 import (
+	"context"
 	"strings"
+	"sync"
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -330,4 +332,61 @@ func TestCheckLogLine(t *testing.T) {
 			t.Errorf("log contains %q; tokens and queries must never be logged", secret)
 		}
 	}
+}
+
+// TestCheckConcurrentUsers runs allowed Checks for two users at once, in
+// process and over gRPC (which marshals the answers concurrently). The
+// answers for a cached token share the parts built once per identity, so
+// each answer must still carry its own user's headers and metadata, and
+// a caller changing its answer (a top-level field, or appending to a
+// list) must not change anyone else's. Run it with -race.
+func TestCheckConcurrentUsers(t *testing.T) {
+	e := newTestEnv(t, Config{CacheSize: 100})
+	e.waitReady()
+	aliceClaims := claimsFor("u-alice", "user")
+	bobClaims := claimsFor("u-bob", "admin", "user")
+	delete(bobClaims, "name")
+	users := []struct {
+		req  *authv3.CheckRequest
+		want *authv3.CheckResponse
+	}{
+		{
+			envoyRequest("GET", "/books", bearer(e.key.sign(t, aliceClaims, nil)), nil),
+			wantAllow("u-alice", "alice", "user", aliceClaims["jti"].(string)),
+		},
+		{
+			envoyRequest("GET", "/books", bearer(e.key.sign(t, bobClaims, nil)), nil),
+			wantAllow("u-bob", "", "admin,user", bobClaims["jti"].(string)),
+		},
+	}
+	ctx := context.Background()
+	const workers, rounds = 4, 100
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := range rounds {
+				u := users[(w+i)%len(users)]
+				got, _ := e.srv.Check(ctx, u.req)
+				if diff := diffResponse(u.want, got); diff != "" {
+					t.Errorf("in-process Check(%s) mixed answers; diff (-want +got):\n%s", u.want.GetDynamicMetadata().GetFields()["sub"].GetStringValue(), diff)
+					return
+				}
+				ok := got.GetOkResponse()
+				ok.Headers = append(ok.Headers, setHeader("x-extra", "1"))
+				ok.HeadersToRemove = append(ok.HeadersToRemove, "x-extra-remove")
+				got.DynamicMetadata = nil
+
+				got, err := e.client.Check(ctx, u.req)
+				if err != nil {
+					t.Errorf("gRPC Check: %v", err)
+					return
+				}
+				if diff := diffResponse(u.want, got); diff != "" {
+					t.Errorf("gRPC Check(%s) mixed answers; diff (-want +got):\n%s", u.want.GetDynamicMetadata().GetFields()["sub"].GetStringValue(), diff)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }

@@ -13,6 +13,19 @@ import (
 // mode learns which request headers to remove before going upstream.
 const HeaderRemove = "x-envoy-auth-headers-to-remove"
 
+// identityHeaderKeys and headerRemoveKey are the headers forward-auth
+// sets, in canonical form, so setting them costs no canonicalization per
+// request.
+var (
+	identityHeaderKeys = func() (keys [len(identityHeaders)]string) {
+		for i, h := range identityHeaders {
+			keys[i] = http.CanonicalHeaderKey(h)
+		}
+		return keys
+	}()
+	headerRemoveKey = http.CanonicalHeaderKey(HeaderRemove)
+)
+
 // serveForwardAuth answers a forward-auth subrequest from Envoy's
 // http_service mode, nginx auth_request, Traefik ForwardAuth or Caddy
 // forward_auth with the same decision gRPC Check makes: 200 with the
@@ -26,20 +39,12 @@ func (s *Server) serveForwardAuth(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("Cache-Control", "no-store")
 	if d.outcome() == allowed {
-		var remove []string
-		for _, kv := range [...]struct{ k, v string }{
-			{HeaderUserID, d.id.sub},
-			{HeaderUserName, d.id.name},
-			{HeaderUserRoles, d.id.rolesHeader},
-		} {
-			if kv.v == "" {
-				remove = append(remove, kv.k)
-				continue
+		for i, v := range d.id.values() {
+			if v != "" {
+				h.Set(identityHeaderKeys[i], v)
 			}
-			h.Set(kv.k, kv.v)
 		}
-		remove = append(remove, s.cfg.TokenHeaders...)
-		h.Set(HeaderRemove, strings.Join(remove, ","))
+		h.Set(headerRemoveKey, s.removeHeaders[d.id.allow.missing])
 		w.WriteHeader(http.StatusOK)
 	} else {
 		dn := denialFor(d)

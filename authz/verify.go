@@ -35,6 +35,12 @@ type identity struct {
 	roles          []string
 	rolesHeader    string // roles joined with ",", the x-user-roles value
 	exp            time.Time
+	allow          allowParts // built by newIdentity
+}
+
+// values returns the identity header values, in identityHeaders order.
+func (id *identity) values() [len(identityHeaders)]string {
+	return [...]string{id.sub, id.name, id.rolesHeader}
 }
 
 // claims are the JWT claims Tollgate reads. Decoding into typed fields
@@ -195,14 +201,16 @@ func newIdentity(c *claims) (*identity, error) {
 			return nil, fmt.Errorf("%w: role %q is not 1-%d characters of [A-Za-z0-9._:-]", errBadClaims, truncate(r, 64), maxRoleLen)
 		}
 	}
-	return &identity{
+	id := &identity{
 		sub:         c.Subject,
 		name:        c.Name,
 		jti:         c.ID,
 		roles:       c.Roles,
 		rolesHeader: strings.Join(c.Roles, ","),
 		exp:         c.ExpiresAt.Time,
-	}, nil
+	}
+	id.allow = newAllowParts(id)
+	return id, nil
 }
 
 // headerSafe reports whether s can be an HTTP header value as is: short,
