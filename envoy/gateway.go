@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -48,6 +49,7 @@ type Options struct {
 // the features of the bootstrap it was built from.
 type Gateway struct {
 	log      *slog.Logger
+	proxyLog *log.Logger // the reverse proxies' error log, at Debug
 	cfg      *compiled
 	clusters map[string]*upstream
 	authz    authv3.AuthorizationClient // nil without an ext_authz filter
@@ -93,6 +95,7 @@ func NewGateway(b *bootstrapv3.Bootstrap, opts Options) (*Gateway, error) {
 	}
 	g := &Gateway{
 		log:      log,
+		proxyLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		cfg:      cfg,
 		clusters: map[string]*upstream{},
 		shutdown: opts.ShutdownTimeout,

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -159,7 +158,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, s *stream) {
 	rp := &httputil.ReverseProxy{
 		Transport:     u.transport,
 		FlushInterval: -1, // stream
-		ErrorLog:      slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
+		ErrorLog:      g.proxyLog,
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL = target
 			pr.Out.Host = h.value(":authority")
