@@ -2,13 +2,9 @@ package resilience
 
 import (
 	"fmt"
-	"net"
 	"os"
-	"strconv"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -61,55 +57,12 @@ func WriteGatewayConfig(src, dst string, c GatewayConfig) error {
 }
 
 func editBootstrap(b *bootstrapv3.Bootstrap, c GatewayConfig) error {
-	if c.Admin != "" {
-		a, err := socketAddress(c.Admin)
-		if err != nil {
-			return fmt.Errorf("admin address: %w", err)
-		}
-		if b.GetAdmin() == nil {
-			b.Admin = &bootstrapv3.Admin{}
-		}
-		b.Admin.Address = a
-	}
-	listeners := b.GetStaticResources().GetListeners()
-	if c.Listen != "" {
-		if len(listeners) != 1 {
-			return fmt.Errorf("bootstrap has %d listeners, want 1", len(listeners))
-		}
-		a, err := socketAddress(c.Listen)
-		if err != nil {
-			return fmt.Errorf("listen address: %w", err)
-		}
-		listeners[0].Address = a
-	}
-	seen := map[string]bool{}
-	for _, cl := range b.GetStaticResources().GetClusters() {
-		addr, ok := c.Endpoints[cl.GetName()]
-		if !ok {
-			continue
-		}
-		seen[cl.GetName()] = true
-		a, err := socketAddress(addr)
-		if err != nil {
-			return fmt.Errorf("cluster %s: %w", cl.GetName(), err)
-		}
-		cl.LoadAssignment = &endpointv3.ClusterLoadAssignment{
-			ClusterName: cl.GetName(),
-			Endpoints: []*endpointv3.LocalityLbEndpoints{{
-				LbEndpoints: []*endpointv3.LbEndpoint{{
-					HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: a}},
-				}},
-			}},
-		}
-	}
-	for name := range c.Endpoints {
-		if !seen[name] {
-			return fmt.Errorf("bootstrap has no cluster %q", name)
-		}
+	if err := envoy.Relocate(b, envoy.Addresses{Listen: c.Listen, Admin: c.Admin, Endpoints: c.Endpoints}); err != nil {
+		return err
 	}
 	if c.FailureModeAllow {
 		n := 0
-		for _, l := range listeners {
+		for _, l := range b.GetStaticResources().GetListeners() {
 			for _, fc := range l.GetFilterChains() {
 				for _, f := range fc.GetFilters() {
 					hcm := &hcmv3.HttpConnectionManager{}
@@ -147,19 +100,4 @@ func editBootstrap(b *bootstrapv3.Bootstrap, c GatewayConfig) error {
 		}
 	}
 	return nil
-}
-
-func socketAddress(hostport string) (*corev3.Address, error) {
-	host, port, err := net.SplitHostPort(hostport)
-	if err != nil {
-		return nil, err
-	}
-	p, err := strconv.ParseUint(port, 10, 16)
-	if err != nil {
-		return nil, fmt.Errorf("port %q: %w", port, err)
-	}
-	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
-		Address:       host,
-		PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(p)},
-	}}}, nil
 }

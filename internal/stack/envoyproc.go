@@ -15,7 +15,6 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/tollgate-dev/tollgate/envoy"
@@ -39,54 +38,19 @@ func (st *Stack) writeEnvoyBootstrap() (string, error) {
 	if len(listeners) != 1 || listeners[0].GetAddress().GetSocketAddress() == nil {
 		return "", fmt.Errorf("gateway config %s: want exactly one listener with a socket address, for the stack to know where envoy listens", st.cfg.GatewayConfig)
 	}
-	if st.cfg.GatewayAddr != "" {
-		sa, err := socketAddress(st.cfg.GatewayAddr, "0.0.0.0")
-		if err != nil {
-			return "", fmt.Errorf("gateway address: %w", err)
-		}
-		listeners[0].Address = sa
+	if st.cfg.GatewayAdminAddr != "" && b.Admin == nil {
+		return "", fmt.Errorf("gateway config %s has no admin section to move", st.cfg.GatewayConfig)
+	}
+	if err := envoy.Relocate(b, envoy.Addresses{Listen: st.cfg.GatewayAddr, Admin: st.cfg.GatewayAdminAddr, Endpoints: st.endpoints()}); err != nil {
+		return "", fmt.Errorf("gateway config %s: %w", st.cfg.GatewayConfig, err)
 	}
 	st.addrs.Gateway = addrString(listeners[0].GetAddress().GetSocketAddress())
-	if st.cfg.GatewayAdminAddr != "" {
-		sa, err := socketAddress(st.cfg.GatewayAdminAddr, "127.0.0.1")
-		if err != nil {
-			return "", fmt.Errorf("gateway admin address: %w", err)
-		}
-		if b.Admin == nil {
-			return "", fmt.Errorf("gateway config %s has no admin section to move", st.cfg.GatewayConfig)
-		}
-		b.Admin.Address = sa
-	}
 	if sa := b.GetAdmin().GetAddress().GetSocketAddress(); sa != nil {
 		st.addrs.GatewayAdmin = addrString(sa)
 	}
 	// envoy binds these itself, so the stack must be told the ports.
 	if portOf(st.addrs.Gateway) == 0 || (st.addrs.GatewayAdmin != "" && portOf(st.addrs.GatewayAdmin) == 0) {
 		return "", errors.New("envoy's listener and admin ports must not be 0")
-	}
-	for name, addr := range st.endpoints() {
-		var found bool
-		for _, cl := range b.GetStaticResources().GetClusters() {
-			if cl.GetName() != name {
-				continue
-			}
-			sa, err := socketAddress(addr, "127.0.0.1")
-			if err != nil {
-				return "", err
-			}
-			cl.LoadAssignment = &endpointv3.ClusterLoadAssignment{
-				ClusterName: name,
-				Endpoints: []*endpointv3.LocalityLbEndpoints{{
-					LbEndpoints: []*endpointv3.LbEndpoint{{
-						HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: sa}},
-					}},
-				}},
-			}
-			found = true
-		}
-		if !found {
-			return "", fmt.Errorf("gateway config %s has no cluster %q", st.cfg.GatewayConfig, name)
-		}
 	}
 	if err := envoy.Validate(b); err != nil {
 		return "", fmt.Errorf("gateway config with the stack's addresses: %w", err)
@@ -100,26 +64,6 @@ func (st *Stack) writeEnvoyBootstrap() (string, error) {
 		return "", fmt.Errorf("write envoy bootstrap: %w", err)
 	}
 	return path, nil
-}
-
-// socketAddress turns a Go listen address into an Envoy one; an empty
-// host becomes defaultHost.
-func socketAddress(addr, defaultHost string) (*corev3.Address, error) {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil, err
-	}
-	n, err := strconv.ParseUint(port, 10, 16)
-	if err != nil {
-		return nil, fmt.Errorf("address %q: bad port", addr)
-	}
-	if host == "" {
-		host = defaultHost
-	}
-	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
-		Address:       host,
-		PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(n)},
-	}}}, nil
 }
 
 func addrString(sa *corev3.SocketAddress) string {
