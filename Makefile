@@ -33,8 +33,8 @@ fuzz-long: fuzz-short
 fuzz-short:
 	$(FUZZ) '^FuzzDecodeRegister$$' ./issuer/
 	$(FUZZ) '^FuzzDecodeBook$$' ./books/
-	$(FUZZ) '^FuzzLoadConfig$$' -fuzzminimizetime 5s ./envoy/
-	$(FUZZ) '^FuzzNormalizePath$$' ./envoy/
+	$(FUZZ) '^FuzzLoadConfig$$' -fuzzminimizetime 5s ./envoy/gateway/
+	$(FUZZ) '^FuzzNormalizePath$$' ./envoy/gateway/
 	$(FUZZ) '^FuzzCheck$$' ./authz/
 	$(FUZZ) '^FuzzKeySet$$' ./authz/
 
@@ -54,11 +54,11 @@ e2e-kind:
 # authz under ghz beside a no-op Check server: checks/s, p50/p99/p99.9 and
 # their ratios. BENCH_ARGS='-runs 5 -duration 20s' for longer runs.
 bench-authz:
-	./authz/bench/run.sh $(BENCH_ARGS)
+	./e2e/authzbench/run.sh $(BENCH_ARGS)
 
 # The resilience scenarios' long forms (about 7 minutes on 2 cores; the
 # short forms run in `unit`), then the Reliability table.
 soak:
 	@mkdir -p bin
-	TOLLGATE_SOAK=1 TOLLGATE_SOAK_REPORT=$(CURDIR)/bin/soak-report.md $(GO) test -count=1 -timeout 30m ./resilience/
+	TOLLGATE_SOAK=1 TOLLGATE_SOAK_REPORT=$(CURDIR)/bin/soak-report.md $(GO) test -count=1 -timeout 30m ./e2e/resilience/
 	@cat bin/soak-report.md

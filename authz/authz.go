@@ -14,11 +14,10 @@ package authz
 
 import (
 	"context"
-	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -62,11 +61,10 @@ type Server struct {
 	httpOnce    sync.Once
 	httpHandler http.Handler
 
-	stopping atomic.Bool
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	closeMu  sync.Mutex
-	closed   bool
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	closeMu sync.Mutex
+	closed  bool
 }
 
 // New validates cfg and starts loading the key set in the background.
@@ -75,7 +73,7 @@ type Server struct {
 // until then a token is denied with 503. ctx bounds nothing after New
 // returns; Close stops the background work.
 func New(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Server, error) {
-	cfg, err := cfg.withDefaults()
+	cfg, err := cfg.validate()
 	if err != nil {
 		return nil, err
 	}
@@ -111,18 +109,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 	return s, nil
 }
 
-// keysChanged follows every new key set: readiness tracks whether there
-// is a key to verify with, and cached verifications by keys that left
-// the set are dropped.
+// keysChanged follows every new key set: gRPC health follows readiness,
+// and cached verifications by keys that left the set are dropped.
 func (s *Server) keysChanged(prev, next *keySet) {
-	st := healthpb.HealthCheckResponse_SERVING
-	if next.len() == 0 {
-		st = healthpb.HealthCheckResponse_NOT_SERVING
-	}
-	if !s.stopping.Load() {
-		s.health.SetServingStatus("", st)
-		s.health.SetServingStatus(AuthorizationService, st)
-	}
+	s.syncHealth()
 	if s.cache != nil && prev != nil {
 		if n := s.cache.purge(next); n > 0 {
 			s.log.Info("dropped cached tokens whose key left the JWKS", "entries", n)
@@ -137,22 +127,41 @@ func (s *Server) keysReady(ctx context.Context) error {
 	return nil
 }
 
-// Ready reports whether the server can verify tokens: a key set with at
-// least one usable key is loaded and the server is not stopping.
-func (s *Server) Ready(ctx context.Context) error {
-	if s.stopping.Load() {
-		return errors.New("authz is stopping")
+// syncHealth sets gRPC health from readiness, the one source of both:
+// SERVING exactly when Ready passes.
+func (s *Server) syncHealth() {
+	st := healthpb.HealthCheckResponse_SERVING
+	if s.Ready(context.Background()) != nil {
+		st = healthpb.HealthCheckResponse_NOT_SERVING
 	}
-	return s.keysReady(ctx)
+	s.health.SetServingStatus("", st)
+	s.health.SetServingStatus(AuthorizationService, st)
 }
+
+// Ready reports whether the server can verify tokens: a key set with at
+// least one usable key is loaded and the server is not stopping. gRPC
+// health and /readyz both answer from it.
+func (s *Server) Ready(ctx context.Context) error { return s.ready.Ready(ctx) }
 
 // SetStopping turns gRPC health to NOT_SERVING and /readyz to failing,
 // so load balancers and Envoy's health checks move away before the
 // servers stop. Checks are still answered until then.
 func (s *Server) SetStopping() {
-	s.stopping.Store(true)
-	s.health.Shutdown()
 	s.ready.SetStopping()
+	s.syncHealth()
+}
+
+// Serve answers Check on grpcL and forward-auth, health and metrics on
+// httpL until ctx ends or a listener fails; then it turns readiness off,
+// drains both servers within Config.ShutdownTimeout and closes s.
+func (s *Server) Serve(ctx context.Context, grpcL, httpL net.Listener) error {
+	defer s.Close()
+	gs := grpc.NewServer(ServerOptions()...)
+	s.RegisterGRPC(gs)
+	return server.Run(ctx, s.log, s.cfg.ShutdownTimeout, s.SetStopping,
+		server.Bound{Name: "authz gRPC", Unit: server.GRPC{Server: gs}, Listener: grpcL},
+		server.Bound{Name: "authz HTTP", Unit: server.NewHTTP(s.HTTPHandler(), s.log), Listener: httpL},
+	)
 }
 
 // Close stops the background key refresh (after SetStopping). It does

@@ -16,10 +16,10 @@ import (
 func benchServer(b *testing.B, cacheSize int, keys ...*testKey) *Server {
 	b.Helper()
 	jw := newJWKSServer(b, keys...)
-	srv, err := New(context.Background(), Config{
+	srv, err := New(context.Background(), testConfig(Config{
 		Issuer: testIssuer, JWKSURL: jw.jwksURL(), CacheSize: cacheSize,
 		MinRefresh: time.Hour, MaxRefresh: time.Hour, RefetchInterval: time.Hour,
-	}, slog.New(slog.NewJSONHandler(io.Discard, nil)), prometheus.NewRegistry())
+	}), slog.New(slog.NewJSONHandler(io.Discard, nil)), prometheus.NewRegistry())
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 )
 
-// Defaults for the Config fields that have one. CacheSize has no default
-// in the package (zero disables the cache); the command sets 10000.
+// Defaults, the values DefaultConfig starts from.
 const (
 	DefaultAudience        = "tollgate"
 	DefaultLeeway          = 30 * time.Second
@@ -19,6 +19,7 @@ const (
 	DefaultRefetchInterval = 30 * time.Second
 	DefaultFetchTimeout    = 5 * time.Second
 	DefaultCacheSize       = 10000
+	DefaultShutdownTimeout = 15 * time.Second
 
 	// MaxTokenBytes caps a token before any parsing, so that a header of
 	// dots or a huge payload costs nothing (CVE-2025-30204).
@@ -46,8 +47,10 @@ var supportedAlgorithms = map[string]bool{
 	"EdDSA": true,
 }
 
-// Config is what New needs. Zero durations take the defaults above;
-// Issuer is required.
+// Config is what New needs. Start from DefaultConfig and set Issuer;
+// every field is then taken as it is (a zero CacheSize turns the cache
+// off, a zero Leeway allows no skew), and New refuses values that make
+// no sense rather than replacing them.
 type Config struct {
 	// Issuer is the exact expected "iss" claim, and the base URL of the
 	// issuer's OpenID discovery document when JWKSURL is empty.
@@ -55,19 +58,17 @@ type Config struct {
 	// JWKSURL is where the key set is fetched; empty means take
 	// jwks_uri from Issuer + "/.well-known/openid-configuration".
 	JWKSURL string
-	// Audience must be one of the token's "aud" values. Empty means
-	// DefaultAudience.
+	// Audience must be one of the token's "aud" values.
 	Audience string
-	// Algorithms is the signature algorithm allowlist; nil means
-	// DefaultAlgorithms. A key is used only with its own algorithm, which
-	// must be in this list.
+	// Algorithms is the signature algorithm allowlist. A key is used only
+	// with its own algorithm, which must be in this list.
 	Algorithms []string
-	// TokenHeaders are the header names searched for a token, in order;
-	// nil means DefaultTokenHeaders. "authorization" expects the Bearer
-	// scheme; any other header carries the bare token.
+	// TokenHeaders are the header names searched for a token, in order.
+	// "authorization" expects the Bearer scheme; any other header carries
+	// the bare token.
 	TokenHeaders []string
-	// Leeway is the clock skew allowed on exp, nbf and iat. Negative is
-	// an error; zero means none.
+	// Leeway is the clock skew allowed on exp, nbf and iat; zero means
+	// none.
 	Leeway time.Duration
 	// CacheSize bounds the verified-token cache; 0 disables it.
 	CacheSize int
@@ -81,13 +82,39 @@ type Config struct {
 	RefetchInterval time.Duration
 	// FetchTimeout bounds one discovery or JWKS request.
 	FetchTimeout time.Duration
-	// HTTPClient fetches discovery and the JWKS; nil means a client with
-	// FetchTimeout.
+	// ShutdownTimeout bounds Serve's graceful stop.
+	ShutdownTimeout time.Duration
+	// HTTPClient fetches discovery and the JWKS; nil means a client of
+	// authz's own with FetchTimeout.
 	HTTPClient *http.Client
 }
 
-// withDefaults validates c and returns it with defaults filled in.
-func (c Config) withDefaults() (Config, error) {
+// DefaultConfig returns the configuration `tollgate authz` starts from:
+// every field but Issuer set to its default.
+func DefaultConfig() Config {
+	return Config{
+		Audience:        DefaultAudience,
+		Algorithms:      slices.Clone(DefaultAlgorithms),
+		TokenHeaders:    slices.Clone(DefaultTokenHeaders),
+		Leeway:          DefaultLeeway,
+		CacheSize:       DefaultCacheSize,
+		MinRefresh:      DefaultMinRefresh,
+		MaxRefresh:      DefaultMaxRefresh,
+		RefetchInterval: DefaultRefetchInterval,
+		FetchTimeout:    DefaultFetchTimeout,
+		ShutdownTimeout: DefaultShutdownTimeout,
+	}
+}
+
+// Validate reports what New would refuse in c.
+func (c Config) Validate() error {
+	_, err := c.validate()
+	return err
+}
+
+// validate checks c and returns it normalised (token header names
+// lowercased, an HTTP client built when none was given).
+func (c Config) validate() (Config, error) {
 	var errs []error
 	if c.Issuer == "" {
 		errs = append(errs, errors.New("issuer is required"))
@@ -103,10 +130,7 @@ func (c Config) withDefaults() (Config, error) {
 		}
 	}
 	if c.Audience == "" {
-		c.Audience = DefaultAudience
-	}
-	if c.Algorithms == nil {
-		c.Algorithms = DefaultAlgorithms
+		errs = append(errs, errors.New("audience is required"))
 	}
 	if len(c.Algorithms) == 0 {
 		errs = append(errs, errors.New("algorithm allowlist is empty"))
@@ -115,9 +139,6 @@ func (c Config) withDefaults() (Config, error) {
 		if !supportedAlgorithms[a] {
 			errs = append(errs, fmt.Errorf("algorithm %q is not allowed (use ES256, ES384, ES512, RS256, RS384, RS512, PS256, PS384, PS512 or EdDSA)", a))
 		}
-	}
-	if c.TokenHeaders == nil {
-		c.TokenHeaders = DefaultTokenHeaders
 	}
 	if len(c.TokenHeaders) == 0 {
 		errs = append(errs, errors.New("token header list is empty"))
@@ -142,24 +163,12 @@ func (c Config) withDefaults() (Config, error) {
 	if c.CacheSize < 0 {
 		errs = append(errs, fmt.Errorf("cache size %d is negative", c.CacheSize))
 	}
-	if c.MinRefresh == 0 {
-		c.MinRefresh = DefaultMinRefresh
-	}
-	if c.MaxRefresh == 0 {
-		c.MaxRefresh = DefaultMaxRefresh
-	}
-	if c.RefetchInterval == 0 {
-		c.RefetchInterval = DefaultRefetchInterval
-	}
-	if c.FetchTimeout == 0 {
-		c.FetchTimeout = DefaultFetchTimeout
-	}
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"min refresh", c.MinRefresh}, {"max refresh", c.MaxRefresh}, {"refetch interval", c.RefetchInterval}, {"fetch timeout", c.FetchTimeout}} {
-		if d.v < 0 {
-			errs = append(errs, fmt.Errorf("%s %v is negative", d.name, d.v))
+	}{{"min refresh", c.MinRefresh}, {"max refresh", c.MaxRefresh}, {"refetch interval", c.RefetchInterval}, {"fetch timeout", c.FetchTimeout}, {"shutdown timeout", c.ShutdownTimeout}} {
+		if d.v <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be positive, not %v", d.name, d.v))
 		}
 	}
 	if c.MinRefresh > c.MaxRefresh {

@@ -97,10 +97,10 @@ var denialBodies = map[int32]string{
 func FuzzCheck(f *testing.F) {
 	k := fuzzKey(f)
 	jw := newJWKSServer(f, k)
-	srv, err := New(context.Background(), Config{
+	srv, err := New(context.Background(), testConfig(Config{
 		Issuer: testIssuer, JWKSURL: jw.jwksURL(), CacheSize: 64,
 		MinRefresh: time.Hour, MaxRefresh: time.Hour, RefetchInterval: time.Hour,
-	}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	}), slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	if err != nil {
 		f.Fatal(err)
 	}

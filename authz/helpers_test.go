@@ -416,7 +416,7 @@ func newTestEnvWithJWKS(t testing.TB, cfg Config, jw *jwksServer) *testEnv {
 	if cfg.MaxRefresh == 0 {
 		cfg.MaxRefresh = max(time.Hour, cfg.MinRefresh)
 	}
-	srv, err := New(context.Background(), cfg, slog.New(e.logs), e.reg)
+	srv, err := New(context.Background(), testConfig(cfg), slog.New(e.logs), e.reg)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -424,6 +424,36 @@ func newTestEnvWithJWKS(t testing.TB, cfg Config, jw *jwksServer) *testEnv {
 	e.srv = srv
 	e.startGRPC()
 	return e
+}
+
+// testConfig completes a test's partial Config from DefaultConfig: a
+// field the test left zero takes its default, except CacheSize and
+// Leeway, which are taken as given (zero: no cache, no skew), so a test
+// opts in to both.
+func testConfig(c Config) Config {
+	d := DefaultConfig()
+	if c.Audience == "" {
+		c.Audience = d.Audience
+	}
+	if c.Algorithms == nil {
+		c.Algorithms = d.Algorithms
+	}
+	if c.TokenHeaders == nil {
+		c.TokenHeaders = d.TokenHeaders
+	}
+	for _, f := range []struct {
+		p *time.Duration
+		v time.Duration
+	}{
+		{&c.MinRefresh, d.MinRefresh}, {&c.MaxRefresh, max(d.MaxRefresh, c.MinRefresh)},
+		{&c.RefetchInterval, d.RefetchInterval}, {&c.FetchTimeout, d.FetchTimeout},
+		{&c.ShutdownTimeout, d.ShutdownTimeout},
+	} {
+		if *f.p == 0 {
+			*f.p = f.v
+		}
+	}
+	return c
 }
 
 // waitReady waits until the server has loaded a usable key set.

@@ -39,17 +39,12 @@ func startIssuer(t *testing.T, activation time.Duration) *realIssuer {
 	if _, _, err := issuer.GenerateKeyFile(ri.keyDir, issuer.ES256); err != nil {
 		t.Fatal(err)
 	}
-	ri.svc, err = issuer.New(context.Background(), issuer.Config{
-		DataDir:            dir,
-		IssuerURL:          ri.url,
-		Audience:           testAudience,
-		KeyDir:             ri.keyDir,
-		KeyPollInterval:    20 * time.Millisecond,
-		KeyActivationDelay: activation,
-		JWKSMaxAge:         time.Second,
-		AdminName:          "root",
-		AdminPassword:      "an admin password that is long",
-	}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	cfg := issuer.DefaultConfig()
+	cfg.DataDir, cfg.DB = dir, filepath.Join(dir, "issuer.db")
+	cfg.IssuerURL, cfg.Audience, cfg.KeyDir = ri.url, testAudience, ri.keyDir
+	cfg.KeyPollInterval, cfg.KeyActivationDelay, cfg.JWKSMaxAge = 20*time.Millisecond, activation, time.Second
+	cfg.AdminName, cfg.AdminPassword = "root", "an admin password that is long"
+	ri.svc, err = issuer.New(context.Background(), cfg, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatalf("issuer.New: %v", err)
 	}
@@ -208,7 +203,7 @@ func TestAgainstRealIssuer(t *testing.T) {
 // signs with a new key at once; authz refetches on the unknown kid, so
 // the first such token already passes.
 func TestRealIssuerUnknownKidRefetch(t *testing.T) {
-	ri := startIssuer(t, -1)
+	ri := startIssuer(t, 0)
 	e := newTestEnvWithJWKS(t, Config{
 		Issuer:          ri.url,
 		JWKSURL:         ri.url + "/.well-known/jwks.json",

@@ -39,10 +39,10 @@ func TestGracefulStop(t *testing.T) {
 		}
 		jw.serve(w, r)
 	})
-	srv, err := New(context.Background(), Config{
+	srv, err := New(context.Background(), testConfig(Config{
 		Issuer: testIssuer, JWKSURL: slow + "/jwks.json", RefetchInterval: time.Millisecond,
 		MinRefresh: time.Hour, MaxRefresh: time.Hour,
-	}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	}), slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,7 +24,7 @@ func TestClientAbort(t *testing.T) {
 		t.Run(d.name, func(t *testing.T) {
 			var logs bytes.Buffer
 			reg := prometheus.NewRegistry()
-			s, err := New(context.Background(), Config{DB: d.dsn(t)}, slog.New(slog.NewJSONHandler(&logs, nil)), reg)
+			s, err := New(context.Background(), dbConfig(d.dsn(t)), slog.New(slog.NewJSONHandler(&logs, nil)), reg)
 			if err != nil {
 				t.Fatal(err)
 			}

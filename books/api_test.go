@@ -208,7 +208,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 }
 
 func TestBodyLimitIsConfigurable(t *testing.T) {
-	ts := newTestServiceConfig(t, Config{DB: dialects[0].dsn(t), MaxBodyBytes: 64})
+	ts := newTestServiceConfig(t, func() Config { c := dbConfig(dialects[0].dsn(t)); c.MaxBodyBytes = 64; return c }())
 	small := `{"name":"` + strings.Repeat("x", 40) + `"}`
 	ts.must(t, request{method: "POST", path: "/books", user: "alice", body: small}, http.StatusCreated)
 	big := `{"name":"` + strings.Repeat("x", 60) + `"}`
@@ -560,8 +560,8 @@ func TestNewRefusesBadConfig(t *testing.T) {
 		cfg  Config
 	}{
 		{"no database", Config{}},
-		{"negative body limit", Config{DB: filepath.Join(t.TempDir(), "x.db"), MaxBodyBytes: -1}},
-		{"unreachable postgres", Config{DB: "postgres://nobody@127.0.0.1:1/none?connect_timeout=1"}},
+		{"negative body limit", func() Config { c := dbConfig(filepath.Join(t.TempDir(), "x.db")); c.MaxBodyBytes = -1; return c }()},
+		{"unreachable postgres", dbConfig("postgres://nobody@127.0.0.1:1/none?connect_timeout=1")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if s, err := New(t.Context(), tc.cfg, nil, nil); err == nil {

@@ -24,7 +24,7 @@ const (
 	MaxTextLen = 200
 	// MaxBookPrize is the largest book_prize accepted.
 	MaxBookPrize = 1_000_000_000
-	// DefaultMaxBodyBytes bounds a request body when Config.MaxBodyBytes is 0.
+	// DefaultMaxBodyBytes is DefaultConfig's bound on a request body.
 	DefaultMaxBodyBytes = 16 << 10
 )
 

@@ -15,7 +15,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"path/filepath"
+	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -24,24 +28,44 @@ import (
 	"github.com/tollgate-dev/tollgate/internal/store"
 )
 
-// Config configures a Service.
+// Config configures a Service. Start from DefaultConfig; every field is
+// then taken as it is.
 type Config struct {
 	// DB is where books are kept: a SQLite file path, or a postgres://
 	// URL. Required.
 	DB string
-	// MaxBodyBytes bounds a request body; larger bodies get 413. Zero
-	// means DefaultMaxBodyBytes.
+	// MaxBodyBytes bounds a request body; larger bodies get 413.
 	MaxBodyBytes int64
+	// ShutdownTimeout bounds Serve's graceful stop.
+	ShutdownTimeout time.Duration
+}
+
+// DefaultShutdownTimeout is DefaultConfig's ShutdownTimeout.
+const DefaultShutdownTimeout = 15 * time.Second
+
+// DefaultConfig returns the configuration `tollgate books` starts from:
+// a SQLite file under ./data.
+func DefaultConfig() Config {
+	return Config{
+		DB:              filepath.Join("data", "books.db"),
+		MaxBodyBytes:    DefaultMaxBodyBytes,
+		ShutdownTimeout: DefaultShutdownTimeout,
+	}
 }
 
 // Service is the books HTTP service.
 type Service struct {
-	db      *store.DB
-	books   bookStore
-	cursors cursorCodec
-	health  *server.Health
-	maxBody int64
-	handler http.Handler
+	log *slog.Logger
+	cfg Config
+	// closeOnce makes Close safe to call after Serve closed s.
+	closeOnce sync.Once
+	closeErr  error
+	db        *store.DB
+	books     bookStore
+	cursors   cursorCodec
+	health    *server.Health
+	maxBody   int64
+	handler   http.Handler
 }
 
 // New opens the database in cfg (applying its migrations) and returns the
@@ -51,8 +75,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 	if cfg.DB == "" {
 		return nil, errors.New("books: no database configured")
 	}
-	if cfg.MaxBodyBytes < 0 {
-		return nil, fmt.Errorf("books: MaxBodyBytes %d is negative", cfg.MaxBodyBytes)
+	if cfg.MaxBodyBytes <= 0 {
+		return nil, fmt.Errorf("books: MaxBodyBytes must be positive, not %d", cfg.MaxBodyBytes)
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		return nil, fmt.Errorf("books: ShutdownTimeout must be positive, not %v", cfg.ShutdownTimeout)
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -74,14 +101,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 		return nil, fmt.Errorf("books: register database metrics: %w", err)
 	}
 	s := &Service{
+		log:     log,
+		cfg:     cfg,
 		db:      db,
 		books:   newSQLStore(db),
 		cursors: cursorCodec{key: key},
 		health:  server.NewHealth(map[string]server.Check{"database": db.Ping}),
 		maxBody: cfg.MaxBodyBytes,
-	}
-	if s.maxBody == 0 {
-		s.maxBody = DefaultMaxBodyBytes
 	}
 	s.handler = server.Instrument(log, server.NewMetrics(reg), s.routes(reg))
 	log.Info("books ready", "database", string(db.Dialect))
@@ -101,5 +127,17 @@ func (s *Service) Ready(ctx context.Context) error { return s.health.Ready(ctx) 
 // sending requests before the server shuts down.
 func (s *Service) SetStopping() { s.health.SetStopping() }
 
+// Serve serves the books API, health and metrics on l until ctx ends or
+// the listener fails; then it turns readiness off, drains within
+// Config.ShutdownTimeout and closes s.
+func (s *Service) Serve(ctx context.Context, l net.Listener) error {
+	defer s.Close()
+	return server.Run(ctx, s.log, s.cfg.ShutdownTimeout, s.SetStopping,
+		server.Bound{Name: "books", Unit: server.NewHTTP(s.handler, s.log), Listener: l})
+}
+
 // Close closes the database. Call it after the HTTP server has stopped.
-func (s *Service) Close() error { return s.db.Close() }
+func (s *Service) Close() error {
+	s.closeOnce.Do(func() { s.closeErr = s.db.Close() })
+	return s.closeErr
+}

@@ -48,7 +48,7 @@ type testService struct {
 
 func newTestService(t *testing.T, dsn string) *testService {
 	t.Helper()
-	return newTestServiceConfig(t, Config{DB: dsn})
+	return newTestServiceConfig(t, dbConfig(dsn))
 }
 
 func newTestServiceConfig(t *testing.T, cfg Config) *testService {
@@ -210,4 +210,11 @@ func (ts *testService) count(t testing.TB) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// dbConfig is DefaultConfig on the database dsn.
+func dbConfig(dsn string) Config {
+	c := DefaultConfig()
+	c.DB = dsn
+	return c
 }

@@ -33,11 +33,11 @@ import (
 
 // Type URLs of the extensions the Tollgate configuration uses.
 const (
-	typeHCM              = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
-	typeExtAuthz         = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"
-	typeExtAuthzPerRoute = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute"
-	typeRouter           = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
-	typeUpstreamHTTP     = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+	TypeHCM              = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+	TypeExtAuthz         = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"
+	TypeExtAuthzPerRoute = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute"
+	TypeRouter           = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+	TypeUpstreamHTTP     = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 	// keyUpstreamHTTP is the typed_extension_protocol_options key Envoy
 	// reads HttpProtocolOptions from.
 	keyUpstreamHTTP = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -63,7 +63,8 @@ func (e *ConfigError) Error() string {
 
 func (e *ConfigError) Unwrap() error { return e.Err }
 
-func configErrorf(path, format string, args ...any) error {
+// ConfigErrorf returns a *ConfigError for the field at path.
+func ConfigErrorf(path, format string, args ...any) error {
 	return &ConfigError{Path: path, Err: fmt.Errorf(format, args...)}
 }
 
@@ -120,18 +121,18 @@ func Validate(b *bootstrapv3.Bootstrap) error {
 	}
 	// ValidateAll stops at google.protobuf.Any: unpack each payload and
 	// validate it too.
-	err := walk(b.ProtoReflect(), "", func(path string, m protoreflect.Message) error {
+	err := Walk(b.ProtoReflect(), "", func(path string, m protoreflect.Message) error {
 		a, ok := m.Interface().(*anypb.Any)
 		if !ok {
 			return nil
 		}
 		payload, err := a.UnmarshalNew()
 		if err != nil {
-			return configErrorf(path, "typed_config %q: %v", a.GetTypeUrl(), err)
+			return ConfigErrorf(path, "typed_config %q: %v", a.GetTypeUrl(), err)
 		}
 		if v, ok := payload.(interface{ ValidateAll() error }); ok {
 			if err := v.ValidateAll(); err != nil {
-				return configErrorf(path, "invalid %s: %w", payload.ProtoReflect().Descriptor().Name(), err)
+				return ConfigErrorf(path, "invalid %s: %w", payload.ProtoReflect().Descriptor().Name(), err)
 			}
 		}
 		return nil
@@ -142,20 +143,20 @@ func Validate(b *bootstrapv3.Bootstrap) error {
 	return crossCheck(b)
 }
 
-// walk calls fn for every message reachable from m, depth first, with its
+// Walk calls fn for every message reachable from m, depth first, with its
 // field path; the payload of each google.protobuf.Any is unpacked and
 // walked as well, its path marked with the payload's type name in
 // brackets.
-func walk(m protoreflect.Message, path string, fn func(path string, m protoreflect.Message) error) error {
+func Walk(m protoreflect.Message, path string, fn func(path string, m protoreflect.Message) error) error {
 	if err := fn(path, m); err != nil {
 		return err
 	}
 	if a, ok := m.Interface().(*anypb.Any); ok {
 		payload, err := a.UnmarshalNew()
 		if err != nil {
-			return configErrorf(path, "typed_config %q: %v", a.GetTypeUrl(), err)
+			return ConfigErrorf(path, "typed_config %q: %v", a.GetTypeUrl(), err)
 		}
-		return walk(payload.ProtoReflect(), path+"["+string(payload.ProtoReflect().Descriptor().Name())+"]", fn)
+		return Walk(payload.ProtoReflect(), path+"["+string(payload.ProtoReflect().Descriptor().Name())+"]", fn)
 	}
 	fields := m.Descriptor().Fields()
 	for i := 0; i < fields.Len(); i++ {
@@ -163,24 +164,24 @@ func walk(m protoreflect.Message, path string, fn func(path string, m protorefle
 		if !m.Has(fd) {
 			continue
 		}
-		fp := joinPath(path, string(fd.Name()))
+		fp := JoinPath(path, string(fd.Name()))
 		v := m.Get(fd)
 		switch {
 		case fd.IsList() && fd.Message() != nil:
 			l := v.List()
 			for j := 0; j < l.Len(); j++ {
-				if err := walk(l.Get(j).Message(), fp+"["+strconv.Itoa(j)+"]", fn); err != nil {
+				if err := Walk(l.Get(j).Message(), fp+"["+strconv.Itoa(j)+"]", fn); err != nil {
 					return err
 				}
 			}
 		case fd.IsMap() && fd.MapValue().Message() != nil:
 			for _, k := range sortedMapKeys(v.Map()) {
-				if err := walk(v.Map().Get(k).Message(), fp+"["+strconv.Quote(k.String())+"]", fn); err != nil {
+				if err := Walk(v.Map().Get(k).Message(), fp+"["+strconv.Quote(k.String())+"]", fn); err != nil {
 					return err
 				}
 			}
 		case fd.Message() != nil && !fd.IsList() && !fd.IsMap():
-			if err := walk(v.Message(), fp, fn); err != nil {
+			if err := Walk(v.Message(), fp, fn); err != nil {
 				return err
 			}
 		}
@@ -188,7 +189,8 @@ func walk(m protoreflect.Message, path string, fn func(path string, m protorefle
 	return nil
 }
 
-func joinPath(path, name string) string {
+// JoinPath appends a field name to a field path.
+func JoinPath(path, name string) string {
 	if path == "" {
 		return name
 	}
@@ -211,7 +213,7 @@ func crossCheck(b *bootstrapv3.Bootstrap) error {
 	for i, c := range b.GetStaticResources().GetClusters() {
 		p := fmt.Sprintf("static_resources.clusters[%d].name", i)
 		if _, dup := clusters[c.GetName()]; dup {
-			return configErrorf(p, "duplicate cluster name %q", c.GetName())
+			return ConfigErrorf(p, "duplicate cluster name %q", c.GetName())
 		}
 		clusters[c.GetName()] = c
 	}
@@ -219,18 +221,18 @@ func crossCheck(b *bootstrapv3.Bootstrap) error {
 	for i, l := range b.GetStaticResources().GetListeners() {
 		lp := fmt.Sprintf("static_resources.listeners[%d]", i)
 		if listeners[l.GetName()] {
-			return configErrorf(lp+".name", "duplicate listener name %q", l.GetName())
+			return ConfigErrorf(lp+".name", "duplicate listener name %q", l.GetName())
 		}
 		listeners[l.GetName()] = true
 		for j, fc := range l.GetFilterChains() {
 			for k, f := range fc.GetFilters() {
 				fp := fmt.Sprintf("%s.filter_chains[%d].filters[%d].typed_config", lp, j, k)
-				if f.GetTypedConfig().GetTypeUrl() != typeHCM {
+				if f.GetTypedConfig().GetTypeUrl() != TypeHCM {
 					continue
 				}
 				hcm := &http_connection_managerv3.HttpConnectionManager{}
 				if err := f.GetTypedConfig().UnmarshalTo(hcm); err != nil {
-					return configErrorf(fp, "%v", err)
+					return ConfigErrorf(fp, "%v", err)
 				}
 				if err := checkHCM(hcm, fp+"[HttpConnectionManager]", clusters); err != nil {
 					return err
@@ -246,36 +248,36 @@ func checkHCM(hcm *http_connection_managerv3.HttpConnectionManager, path string,
 	for i, f := range hcm.GetHttpFilters() {
 		fp := fmt.Sprintf("%s.http_filters[%d]", path, i)
 		if _, dup := filters[f.GetName()]; dup {
-			return configErrorf(fp+".name", "duplicate http filter name %q", f.GetName())
+			return ConfigErrorf(fp+".name", "duplicate http filter name %q", f.GetName())
 		}
 		typeURL := f.GetTypedConfig().GetTypeUrl()
 		filters[f.GetName()] = typeURL
 		last := i == len(hcm.GetHttpFilters())-1
-		if typeURL == typeRouter && !last {
-			return configErrorf(fp, "the router must be the last http filter")
+		if typeURL == TypeRouter && !last {
+			return ConfigErrorf(fp, "the router must be the last http filter")
 		}
-		if last && typeURL != typeRouter {
-			return configErrorf(fp, "the last http filter must be the router (%s), not %q", typeRouter, typeURL)
+		if last && typeURL != TypeRouter {
+			return ConfigErrorf(fp, "the last http filter must be the router (%s), not %q", TypeRouter, typeURL)
 		}
-		if typeURL == typeExtAuthz {
+		if typeURL == TypeExtAuthz {
 			ea := &ext_authzv3.ExtAuthz{}
 			if err := f.GetTypedConfig().UnmarshalTo(ea); err != nil {
-				return configErrorf(fp, "%v", err)
+				return ConfigErrorf(fp, "%v", err)
 			}
 			if name := ea.GetGrpcService().GetEnvoyGrpc().GetClusterName(); name != "" {
 				cp := fp + ".typed_config[ExtAuthz].grpc_service.envoy_grpc.cluster_name"
 				c, ok := clusters[name]
 				if !ok {
-					return configErrorf(cp, "no cluster named %q", name)
+					return ConfigErrorf(cp, "no cluster named %q", name)
 				}
-				if !clusterHTTP2(c) {
-					return configErrorf(cp, "cluster %q must enable HTTP/2 (typed_extension_protocol_options %s with explicit_http_config.http2_protocol_options): gRPC over HTTP/1 fails every Check", name, keyUpstreamHTTP)
+				if !ClusterHTTP2(c) {
+					return ConfigErrorf(cp, "cluster %q must enable HTTP/2 (typed_extension_protocol_options %s with explicit_http_config.http2_protocol_options): gRPC over HTTP/1 fails every Check", name, keyUpstreamHTTP)
 				}
 			}
 		}
 	}
 	if len(hcm.GetHttpFilters()) == 0 {
-		return configErrorf(path+".http_filters", "no http filters: the router is required")
+		return ConfigErrorf(path+".http_filters", "no http filters: the router is required")
 	}
 	rc := hcm.GetRouteConfig()
 	if rc == nil {
@@ -285,10 +287,10 @@ func checkHCM(hcm *http_connection_managerv3.HttpConnectionManager, path string,
 		for _, name := range sortedKeys(m) {
 			typeURL, ok := filters[name]
 			if !ok {
-				return configErrorf(fmt.Sprintf("%s[%q]", p, name), "no http filter named %q: Envoy would silently ignore this config", name)
+				return ConfigErrorf(fmt.Sprintf("%s[%q]", p, name), "no http filter named %q: Envoy would silently ignore this config", name)
 			}
-			if typeURL == typeExtAuthz && m[name].GetTypeUrl() != typeExtAuthzPerRoute {
-				return configErrorf(fmt.Sprintf("%s[%q]", p, name), "per-route config for ext_authz must be %s, not %q", typeExtAuthzPerRoute, m[name].GetTypeUrl())
+			if typeURL == TypeExtAuthz && m[name].GetTypeUrl() != TypeExtAuthzPerRoute {
+				return ConfigErrorf(fmt.Sprintf("%s[%q]", p, name), "per-route config for ext_authz must be %s, not %q", TypeExtAuthzPerRoute, m[name].GetTypeUrl())
 			}
 		}
 		return nil
@@ -319,19 +321,19 @@ func checkRouteClusters(r *routev3.Route, path string, clusters map[string]*clus
 	}
 	if name := ra.GetCluster(); name != "" {
 		if _, ok := clusters[name]; !ok {
-			return configErrorf(path+".route.cluster", "no cluster named %q", name)
+			return ConfigErrorf(path+".route.cluster", "no cluster named %q", name)
 		}
 	}
 	for i, wc := range ra.GetWeightedClusters().GetClusters() {
 		if _, ok := clusters[wc.GetName()]; !ok {
-			return configErrorf(fmt.Sprintf("%s.route.weighted_clusters.clusters[%d].name", path, i), "no cluster named %q", wc.GetName())
+			return ConfigErrorf(fmt.Sprintf("%s.route.weighted_clusters.clusters[%d].name", path, i), "no cluster named %q", wc.GetName())
 		}
 	}
 	return nil
 }
 
-// clusterHTTP2 reports whether Envoy talks HTTP/2 to the cluster.
-func clusterHTTP2(c *clusterv3.Cluster) bool {
+// ClusterHTTP2 reports whether Envoy talks HTTP/2 to the cluster.
+func ClusterHTTP2(c *clusterv3.Cluster) bool {
 	if c.GetHttp2ProtocolOptions() != nil { //nolint:staticcheck // the deprecated field still selects HTTP/2
 		return true
 	}

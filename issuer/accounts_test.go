@@ -325,7 +325,7 @@ func TestRehashOnParameterChange(t *testing.T) {
 func TestHashConcurrencyBound(t *testing.T) {
 	env := newEnv(t, func(c *Config) {
 		c.MaxConcurrentHashes = 1
-		c.MaxQueuedHashes = -1 // no waiting room
+		c.MaxQueuedHashes = 0 // no waiting room
 	})
 	env.mustRegister(t, "alain", goodPassword)
 	release := make(chan struct{})

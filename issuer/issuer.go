@@ -15,12 +15,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -34,23 +36,23 @@ import (
 	"github.com/tollgate-dev/tollgate/internal/store"
 )
 
-// Config configures a Service. The zero value of a field means its
-// default, given in its comment.
+// Config configures a Service. Start from DefaultConfig; every field is
+// then taken as it is, and New refuses values that make no sense rather
+// than replacing them.
 type Config struct {
-	// DB is the database: a SQLite file path or a postgres:// URL
-	// (default <DataDir>/issuer.db).
+	// DB is the database: a SQLite file path or a postgres:// URL.
 	DB string
-	// DataDir holds the SQLite database and, when KeyDir is empty, the
-	// generated signing key under DataDir/keys (default "data").
+	// DataDir holds, when KeyDir is empty, the generated signing key
+	// under DataDir/keys.
 	DataDir string
 	// IssuerURL is the iss claim and the base of the URLs in the
 	// discovery document: the issuer's address as clients reach it
-	// through the gateway (default "http://localhost:8080").
+	// through the gateway.
 	IssuerURL string
-	// Audience is the aud claim (default "tollgate").
+	// Audience is the aud claim.
 	Audience string
 	// SigningAlg is the algorithm tokens are signed with: ES256, RS256 or
-	// EdDSA (default ES256). Only keys of that type sign; keys of other
+	// EdDSA. Only keys of that type sign; keys of other
 	// types in KeyDir are published, which lets verifiers learn a key of
 	// a new type before the algorithm is switched.
 	SigningAlg string
@@ -59,16 +61,15 @@ type Config struct {
 	// DataDir/keys, where a key is generated once when there is none.
 	KeyDir string
 	// KeyActivationDelay is how long after a key is first seen it starts
-	// signing; it should exceed how long verifiers cache the JWKS
-	// (default 10m; negative means at once).
+	// signing; it should exceed how long verifiers cache the JWKS. Zero
+	// means at once.
 	KeyActivationDelay time.Duration
-	// KeyPollInterval is how often KeyDir is checked for changes
-	// (default 5s).
+	// KeyPollInterval is how often KeyDir is checked for changes.
 	KeyPollInterval time.Duration
-	// TokenTTL is the lifetime of a token (default 45m).
+	// TokenTTL is the lifetime of a token, from 1m to 24h.
 	TokenTTL time.Duration
-	// JWKSMaxAge is the max-age of the JWKS and discovery documents
-	// (default 5m; negative means 0, no caching).
+	// JWKSMaxAge is the max-age of the JWKS and discovery documents; zero
+	// means no caching.
 	JWKSMaxAge time.Duration
 	// DisableRegistration turns POST /register off.
 	DisableRegistration bool
@@ -77,30 +78,57 @@ type Config struct {
 	// admin name before its owner.
 	AdminUsers []string
 	// AdminName is the admin user created at start when AdminPassword is
-	// set (default "admin").
+	// set.
 	AdminName string
 	// AdminPassword, when set, creates the user AdminName with this
 	// password at start, or resets its password; that user holds the
 	// admin role.
 	AdminPassword string
-	// Argon2 are the password hashing costs (default MinArgon2Params).
+	// Argon2 are the password hashing costs, at least MinArgon2Params.
 	Argon2 Argon2Params
 	// MaxConcurrentHashes bounds the password hashes computed at once,
-	// and with it their memory (default 2 per CPU).
+	// and with it their memory.
 	MaxConcurrentHashes int
 	// MaxQueuedHashes bounds the requests waiting for a hash slot; more
-	// get 503 at once (default 4 per slot).
+	// get 503 at once. Zero queues none.
 	MaxQueuedHashes int
-	// HashQueueTimeout bounds the wait for a hash slot (default 2s).
+	// HashQueueTimeout bounds the wait for a hash slot.
 	HashQueueTimeout time.Duration
 	// TrustedProxies are the peers whose X-Forwarded-For header names the
-	// client, for login throttling. Nil means DefaultTrustedProxies
-	// (loopback); an empty, non-nil slice trusts no proxy.
+	// client, for login throttling; none when empty.
 	TrustedProxies []netip.Prefix
 	// Throttle sets the login failure limits.
 	Throttle Throttle
-	// Now is the clock (default time.Now).
+	// ShutdownTimeout bounds Serve's graceful stop.
+	ShutdownTimeout time.Duration
+	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+}
+
+// DefaultConfig returns the configuration `tollgate issuer` starts
+// from: a SQLite database and a generated key under ./data, ES256
+// tokens for 45 minutes, and the hashing and throttling defaults.
+func DefaultConfig() Config {
+	hashes := 2 * runtime.NumCPU()
+	return Config{
+		DataDir:             DefaultDataDir,
+		DB:                  filepath.Join(DefaultDataDir, "issuer.db"),
+		IssuerURL:           DefaultIssuerURL,
+		Audience:            DefaultAudience,
+		SigningAlg:          ES256,
+		KeyActivationDelay:  DefaultKeyActivationDelay,
+		KeyPollInterval:     DefaultKeyPollInterval,
+		TokenTTL:            DefaultTokenTTL,
+		JWKSMaxAge:          DefaultJWKSMaxAge,
+		AdminName:           DefaultAdminName,
+		Argon2:              MinArgon2Params,
+		MaxConcurrentHashes: hashes,
+		MaxQueuedHashes:     4 * hashes,
+		HashQueueTimeout:    2 * time.Second,
+		TrustedProxies:      slices.Clone(DefaultTrustedProxies),
+		Throttle:            DefaultThrottle(),
+		ShutdownTimeout:     DefaultShutdownTimeout,
+	}
 }
 
 // Defaults.
@@ -112,6 +140,8 @@ const (
 	DefaultTokenTTL           = 45 * time.Minute
 	DefaultJWKSMaxAge         = 5 * time.Minute
 	DefaultAdminName          = "admin"
+	DefaultDataDir            = "data"
+	DefaultShutdownTimeout    = 15 * time.Second
 )
 
 // retireGrace is how long a removed key stays published after the last
@@ -120,69 +150,10 @@ const (
 // database one poll later.
 const retireGrace = 2 * time.Minute
 
-func (c Config) withDefaults() Config {
-	if c.DataDir == "" {
-		c.DataDir = "data"
-	}
-	if c.DB == "" {
-		c.DB = filepath.Join(c.DataDir, "issuer.db")
-	}
-	if c.IssuerURL == "" {
-		c.IssuerURL = DefaultIssuerURL
-	}
-	c.IssuerURL = strings.TrimRight(c.IssuerURL, "/")
-	if c.Audience == "" {
-		c.Audience = DefaultAudience
-	}
-	if c.SigningAlg == "" {
-		c.SigningAlg = ES256
-	}
-	switch {
-	case c.KeyActivationDelay == 0:
-		c.KeyActivationDelay = DefaultKeyActivationDelay
-	case c.KeyActivationDelay < 0:
-		c.KeyActivationDelay = 0
-	}
-	if c.KeyPollInterval <= 0 {
-		c.KeyPollInterval = DefaultKeyPollInterval
-	}
-	if c.TokenTTL == 0 {
-		c.TokenTTL = DefaultTokenTTL
-	}
-	switch {
-	case c.JWKSMaxAge == 0:
-		c.JWKSMaxAge = DefaultJWKSMaxAge
-	case c.JWKSMaxAge < 0:
-		c.JWKSMaxAge = 0
-	}
-	if c.AdminName == "" {
-		c.AdminName = DefaultAdminName
-	}
-	if c.Argon2 == (Argon2Params{}) {
-		c.Argon2 = MinArgon2Params
-	}
-	if c.MaxConcurrentHashes <= 0 {
-		c.MaxConcurrentHashes = 2 * runtime.NumCPU()
-	}
-	if c.MaxQueuedHashes == 0 {
-		c.MaxQueuedHashes = 4 * c.MaxConcurrentHashes
-	}
-	if c.MaxQueuedHashes < 0 {
-		c.MaxQueuedHashes = 0
-	}
-	if c.HashQueueTimeout <= 0 {
-		c.HashQueueTimeout = 2 * time.Second
-	}
-	if c.TrustedProxies == nil {
-		c.TrustedProxies = DefaultTrustedProxies
-	}
-	if c.Now == nil {
-		c.Now = time.Now
-	}
-	return c
-}
-
 func (c Config) validate() error {
+	if c.DB == "" {
+		return errors.New("no database configured")
+	}
 	u, err := url.Parse(c.IssuerURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
 		return fmt.Errorf("issuer URL %q must be an absolute http(s) URL without query, fragment or user info", c.IssuerURL)
@@ -195,6 +166,18 @@ func (c Config) validate() error {
 	}
 	if err := c.Argon2.validate(); err != nil {
 		return err
+	}
+	if err := c.Throttle.validate(); err != nil {
+		return err
+	}
+	if c.KeyActivationDelay < 0 || c.JWKSMaxAge < 0 || c.MaxQueuedHashes < 0 {
+		return fmt.Errorf("key activation delay %v, JWKS max-age %v and queued hashes %d must not be negative", c.KeyActivationDelay, c.JWKSMaxAge, c.MaxQueuedHashes)
+	}
+	if c.KeyPollInterval <= 0 || c.HashQueueTimeout <= 0 || c.ShutdownTimeout <= 0 || c.MaxConcurrentHashes <= 0 {
+		return fmt.Errorf("key poll interval %v, hash queue timeout %v, shutdown timeout %v and concurrent hashes %d must be positive", c.KeyPollInterval, c.HashQueueTimeout, c.ShutdownTimeout, c.MaxConcurrentHashes)
+	}
+	if c.KeyDir == "" && c.DataDir == "" {
+		return errors.New("a key directory or a data directory is required")
 	}
 	for _, name := range c.AdminUsers {
 		if err := validateName(name); err != nil {
@@ -241,7 +224,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 }
 
 func newService(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Registry, derive deriveFunc) (*Service, error) {
-	cfg = cfg.withDefaults()
+	cfg.IssuerURL = strings.TrimRight(cfg.IssuerURL, "/")
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("issuer config: %w", err)
 	}
@@ -408,6 +394,15 @@ func (s *Service) Ready(ctx context.Context) error { return s.health.Ready(ctx) 
 
 // SetStopping makes /readyz fail from now on, for a graceful shutdown.
 func (s *Service) SetStopping() { s.health.SetStopping() }
+
+// Serve serves the issuer's API, health and metrics on l until ctx ends
+// or the listener fails; then it turns readiness off, drains within
+// Config.ShutdownTimeout and closes s.
+func (s *Service) Serve(ctx context.Context, l net.Listener) error {
+	defer s.Close()
+	return server.Run(ctx, s.log, s.cfg.ShutdownTimeout, s.SetStopping,
+		server.Bound{Name: "issuer", Unit: server.NewHTTP(s.handler, s.log), Listener: l})
+}
 
 // Close stops watching the key directory, stores which keys this
 // process signed with, and closes the database.

@@ -86,15 +86,15 @@ type testEnv struct {
 func testConfig(t *testing.T, clock *fakeClock) Config {
 	t.Helper()
 	dir := t.TempDir()
-	return Config{
-		DataDir:            dir,
-		DB:                 filepath.Join(dir, "issuer.db"),
-		IssuerURL:          "https://issuer.test",
-		KeyActivationDelay: 10 * time.Minute,
-		Argon2:             MinArgon2Params,
-		Now:                clock.Now,
-		KeyPollInterval:    time.Hour, // tests call reload themselves
-	}
+	c := DefaultConfig()
+	c.DataDir = dir
+	c.DB = filepath.Join(dir, "issuer.db")
+	c.IssuerURL = "https://issuer.test"
+	c.KeyActivationDelay = 10 * time.Minute
+	c.Argon2 = MinArgon2Params
+	c.Now = clock.Now
+	c.KeyPollInterval = time.Hour // tests call reload themselves
+	return c
 }
 
 // start runs a Service with cfg and closes it when the test ends.

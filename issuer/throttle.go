@@ -1,6 +1,7 @@
 package issuer
 
 import (
+	"fmt"
 	"sync"
 	"time"
 )
@@ -61,28 +62,36 @@ type Throttle struct {
 	MaxEntries int
 }
 
-func (c Throttle) withDefaults() Throttle {
-	def := func(v *int, d int) {
-		if *v <= 0 {
-			*v = d
+// DefaultThrottle returns the throttle limits DefaultConfig has.
+func DefaultThrottle() Throttle {
+	return Throttle{
+		PairLimit:       5,
+		AccountLimit:    20,
+		AddressLimit:    100,
+		MaxEntries:      100_000,
+		BaseDelay:       time.Second,
+		PairMaxDelay:    15 * time.Minute,
+		AccountMaxDelay: time.Minute,
+		AddressMaxDelay: 15 * time.Minute,
+		Forget:          time.Hour,
+		Remember:        30 * 24 * time.Hour,
+	}
+}
+
+// validate refuses limits that would turn throttling off or into a
+// lockout: every count and duration must be positive.
+func (c Throttle) validate() error {
+	for name, v := range map[string]int{"pair limit": c.PairLimit, "account limit": c.AccountLimit, "address limit": c.AddressLimit, "max entries": c.MaxEntries} {
+		if v <= 0 {
+			return fmt.Errorf("throttle %s must be positive, not %d", name, v)
 		}
 	}
-	defDur := func(v *time.Duration, d time.Duration) {
-		if *v <= 0 {
-			*v = d
+	for name, v := range map[string]time.Duration{"base delay": c.BaseDelay, "pair max delay": c.PairMaxDelay, "account max delay": c.AccountMaxDelay, "address max delay": c.AddressMaxDelay, "forget": c.Forget, "remember": c.Remember} {
+		if v <= 0 {
+			return fmt.Errorf("throttle %s must be positive, not %v", name, v)
 		}
 	}
-	def(&c.PairLimit, 5)
-	def(&c.AccountLimit, 20)
-	def(&c.AddressLimit, 100)
-	def(&c.MaxEntries, 100_000)
-	defDur(&c.BaseDelay, time.Second)
-	defDur(&c.PairMaxDelay, 15*time.Minute)
-	defDur(&c.AccountMaxDelay, time.Minute)
-	defDur(&c.AddressMaxDelay, 15*time.Minute)
-	defDur(&c.Forget, time.Hour)
-	defDur(&c.Remember, 30*24*time.Hour)
-	return c
+	return nil
 }
 
 // failures is one throttling counter.
@@ -113,7 +122,6 @@ type throttle struct {
 }
 
 func newThrottle(c Throttle) *throttle {
-	c = c.withDefaults()
 	return &throttle{
 		cfg:      c,
 		pairs:    table{m: map[string]*failures{}, limit: c.PairLimit, maxDelay: c.PairMaxDelay},

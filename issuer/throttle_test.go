@@ -17,7 +17,7 @@ func failN(th *throttle, n int, account, addr string, at time.Time) {
 }
 
 func TestThrottlePairBackoff(t *testing.T) {
-	th := newThrottle(Throttle{})
+	th := newThrottle(DefaultThrottle())
 	for i := 1; i <= 4; i++ {
 		th.failure("alain", "192.0.2.1", t0)
 		if w := th.wait("alain", "192.0.2.1", t0); w != 0 {
@@ -45,7 +45,7 @@ func TestThrottlePairBackoff(t *testing.T) {
 // addresses slows the account's owner down by at most AccountMaxDelay,
 // and not at all from an address they logged in from before.
 func TestThrottleNoLongLockout(t *testing.T) {
-	th := newThrottle(Throttle{})
+	th := newThrottle(DefaultThrottle())
 	th.success("alain", "203.0.113.5", t0) // the owner's usual address
 	now := t0.Add(time.Hour)
 	for i := range 5000 {
@@ -65,7 +65,7 @@ func TestThrottleNoLongLockout(t *testing.T) {
 }
 
 func TestThrottleAddressLimit(t *testing.T) {
-	th := newThrottle(Throttle{AddressLimit: 10})
+	th := newThrottle(throttleWith(func(c *Throttle) { c.AddressLimit = 10 }))
 	for i := range 10 {
 		th.failure(fmt.Sprintf("user%d", i), "192.0.2.1", t0)
 	}
@@ -76,7 +76,7 @@ func TestThrottleAddressLimit(t *testing.T) {
 		t.Errorf("wait from another address = %s, want 0", w)
 	}
 	// Invalid names count against the address too.
-	th2 := newThrottle(Throttle{AddressLimit: 3})
+	th2 := newThrottle(throttleWith(func(c *Throttle) { c.AddressLimit = 3 }))
 	failN(th2, 3, "", "192.0.2.1", t0)
 	if w := th2.wait("", "192.0.2.1", t0); w == 0 {
 		t.Error("failures with unusable names did not count against the address")
@@ -89,14 +89,14 @@ func TestThrottleAddressLimit(t *testing.T) {
 }
 
 func TestThrottleSuccessAndForget(t *testing.T) {
-	th := newThrottle(Throttle{})
+	th := newThrottle(DefaultThrottle())
 	failN(th, 4, "alain", "192.0.2.1", t0)
 	th.success("alain", "192.0.2.1", t0)
 	th.failure("alain", "192.0.2.1", t0)
 	if w := th.wait("alain", "192.0.2.1", t0); w != 0 {
 		t.Errorf("wait after success then 1 failure = %s, want 0 (count cleared)", w)
 	}
-	th2 := newThrottle(Throttle{})
+	th2 := newThrottle(DefaultThrottle())
 	failN(th2, 4, "bob", "192.0.2.1", t0)
 	th2.failure("bob", "192.0.2.1", t0.Add(time.Hour)) // quiet for Forget
 	if w := th2.wait("bob", "192.0.2.1", t0.Add(time.Hour)); w != 0 {
@@ -105,7 +105,7 @@ func TestThrottleSuccessAndForget(t *testing.T) {
 }
 
 func TestThrottleBounded(t *testing.T) {
-	th := newThrottle(Throttle{MaxEntries: 100})
+	th := newThrottle(throttleWith(func(c *Throttle) { c.MaxEntries = 100 }))
 	for i := range 1000 {
 		th.failure(fmt.Sprintf("u%d", i), fmt.Sprintf("192.0.2.%d", i%250), t0)
 		th.success(fmt.Sprintf("v%d", i), "192.0.2.1", t0)
@@ -121,7 +121,7 @@ func TestThrottleBounded(t *testing.T) {
 // Retry-After before any hash is computed, even with the right password,
 // and the block lifts when Retry-After has passed.
 func TestLoginThrottled(t *testing.T) {
-	env := newEnv(t, func(c *Config) { c.Throttle = Throttle{PairLimit: 3} })
+	env := newEnv(t, func(c *Config) { c.Throttle.PairLimit = 3 })
 	env.mustRegister(t, "alain", goodPassword)
 	attacker := "192.0.2.66:4321"
 	try := func(password, remote string) response {
@@ -163,7 +163,7 @@ func TestLoginThrottled(t *testing.T) {
 // apart by X-Forwarded-For; from anyone else the header is ignored, so a
 // client cannot escape its throttle by inventing addresses.
 func TestLoginThrottleBehindProxy(t *testing.T) {
-	env := newEnv(t, func(c *Config) { c.Throttle = Throttle{PairLimit: 2} })
+	env := newEnv(t, func(c *Config) { c.Throttle.PairLimit = 2 })
 	env.mustRegister(t, "alain", goodPassword)
 	login := func(remote, xff string) int {
 		rq := request{method: "POST", path: "/login", user: "alain", pass: "wrong-guess", remote: remote}
@@ -187,4 +187,11 @@ func TestLoginThrottleBehindProxy(t *testing.T) {
 	if got := login("203.0.113.9:1", "10.0.0.3"); got != 429 {
 		t.Errorf("third failure from an untrusted peer with a new X-Forwarded-For = %d, want 429", got)
 	}
+}
+
+// throttleWith returns DefaultThrottle changed by set.
+func throttleWith(set func(*Throttle)) Throttle {
+	c := DefaultThrottle()
+	set(&c)
+	return c
 }

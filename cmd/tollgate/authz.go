@@ -2,12 +2,9 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"strings"
 	"time"
-
-	"google.golang.org/grpc"
 
 	"github.com/tollgate-dev/tollgate/authz"
 	"github.com/tollgate-dev/tollgate/internal/server"
@@ -33,61 +30,45 @@ type authzFlags struct {
 }
 
 func (f *authzFlags) register(fs *flagSet) {
+	d := authz.DefaultConfig()
 	f.log.register(fs)
-	fs.String(&f.grpcAddr, "grpc-addr", "TOLLGATE_AUTHZ_GRPC_ADDR", ":9001", "gRPC listen address (ext_authz Check, health, reflection)")
-	fs.String(&f.httpAddr, "http-addr", "TOLLGATE_AUTHZ_HTTP_ADDR", ":9002", "HTTP listen address (forward-auth at /auth, /healthz, /readyz, /metrics)")
+	fs.String(&f.grpcAddr, "grpc-addr", "TOLLGATE_AUTHZ_GRPC_ADDR", "127.0.0.1:9001", "gRPC listen address (ext_authz Check, health, reflection); \":9001\" for every interface")
+	fs.String(&f.httpAddr, "http-addr", "TOLLGATE_AUTHZ_HTTP_ADDR", "127.0.0.1:9002", "HTTP listen address (forward-auth at /auth, /healthz, /readyz, /metrics); \":9002\" for every interface")
 	fs.String(&f.issuer, "issuer", "TOLLGATE_AUTHZ_ISSUER", "http://localhost:8080", "expected iss claim, and the base URL of OpenID discovery")
 	fs.String(&f.jwksURL, "jwks-url", "TOLLGATE_AUTHZ_JWKS_URL", "", "JWKS URL (default: jwks_uri from <issuer>/.well-known/openid-configuration)")
-	fs.String(&f.audience, "audience", "TOLLGATE_AUTHZ_AUDIENCE", authz.DefaultAudience, "audience that must be in the aud claim")
-	fs.String(&f.algs, "algs", "TOLLGATE_AUTHZ_ALGS", strings.Join(authz.DefaultAlgorithms, ","), "comma-separated signature algorithm allowlist")
-	fs.String(&f.tokenHeaders, "token-headers", "TOLLGATE_AUTHZ_TOKEN_HEADERS", strings.Join(authz.DefaultTokenHeaders, ","), "comma-separated headers searched for a token, in order (authorization takes a Bearer token)")
-	fs.Duration(&f.leeway, "leeway", "TOLLGATE_AUTHZ_LEEWAY", authz.DefaultLeeway, "clock skew allowed on exp, nbf and iat")
-	fs.Int(&f.cacheSize, "cache-size", "TOLLGATE_AUTHZ_CACHE_SIZE", authz.DefaultCacheSize, "verified tokens cached (0 disables the cache)")
-	fs.Duration(&f.minRefresh, "jwks-min-refresh", "TOLLGATE_AUTHZ_JWKS_MIN_REFRESH", authz.DefaultMinRefresh, "shortest background JWKS refresh interval, whatever the issuer's Cache-Control says")
-	fs.Duration(&f.maxRefresh, "jwks-max-refresh", "TOLLGATE_AUTHZ_JWKS_MAX_REFRESH", authz.DefaultMaxRefresh, "longest background JWKS refresh interval (used when the issuer sends no max-age)")
-	fs.Duration(&f.refetch, "jwks-refetch-interval", "TOLLGATE_AUTHZ_JWKS_REFETCH_INTERVAL", authz.DefaultRefetchInterval, "least time between JWKS fetches caused by tokens with an unknown kid")
-	fs.Duration(&f.fetchTimeout, "jwks-fetch-timeout", "TOLLGATE_AUTHZ_JWKS_FETCH_TIMEOUT", authz.DefaultFetchTimeout, "timeout of one discovery or JWKS request")
-	fs.Duration(&f.shutdownTimeout, "shutdown-timeout", "TOLLGATE_SHUTDOWN_TIMEOUT", server.DefaultShutdownTimeout, "how long to wait for in-flight requests at shutdown")
+	fs.String(&f.audience, "audience", "TOLLGATE_AUTHZ_AUDIENCE", d.Audience, "audience that must be in the aud claim")
+	fs.String(&f.algs, "algs", "TOLLGATE_AUTHZ_ALGS", strings.Join(d.Algorithms, ","), "comma-separated signature algorithm allowlist")
+	fs.String(&f.tokenHeaders, "token-headers", "TOLLGATE_AUTHZ_TOKEN_HEADERS", strings.Join(d.TokenHeaders, ","), "comma-separated headers searched for a token, in order (authorization takes a Bearer token)")
+	fs.Duration(&f.leeway, "leeway", "TOLLGATE_AUTHZ_LEEWAY", d.Leeway, "clock skew allowed on exp, nbf and iat")
+	fs.Int(&f.cacheSize, "cache-size", "TOLLGATE_AUTHZ_CACHE_SIZE", d.CacheSize, "verified tokens cached (0 disables the cache)")
+	fs.Duration(&f.minRefresh, "jwks-min-refresh", "TOLLGATE_AUTHZ_JWKS_MIN_REFRESH", d.MinRefresh, "shortest background JWKS refresh interval, whatever the issuer's Cache-Control says")
+	fs.Duration(&f.maxRefresh, "jwks-max-refresh", "TOLLGATE_AUTHZ_JWKS_MAX_REFRESH", d.MaxRefresh, "longest background JWKS refresh interval (used when the issuer sends no max-age)")
+	fs.Duration(&f.refetch, "jwks-refetch-interval", "TOLLGATE_AUTHZ_JWKS_REFETCH_INTERVAL", d.RefetchInterval, "least time between JWKS fetches caused by tokens with an unknown kid")
+	fs.Duration(&f.fetchTimeout, "jwks-fetch-timeout", "TOLLGATE_AUTHZ_JWKS_FETCH_TIMEOUT", d.FetchTimeout, "timeout of one discovery or JWKS request")
+	fs.Duration(&f.shutdownTimeout, "shutdown-timeout", "TOLLGATE_SHUTDOWN_TIMEOUT", d.ShutdownTimeout, "how long to wait for in-flight requests at shutdown")
 }
 
-// config turns the flags into an authz.Config.
+// config turns the flags into an authz.Config, refusing what authz.New
+// would refuse.
 func (f *authzFlags) config() (authz.Config, error) {
-	cfg := authz.Config{
-		Issuer:          f.issuer,
-		JWKSURL:         f.jwksURL,
-		Audience:        f.audience,
-		Algorithms:      authzList(f.algs),
-		TokenHeaders:    authzList(f.tokenHeaders),
-		Leeway:          f.leeway,
-		CacheSize:       f.cacheSize,
-		MinRefresh:      f.minRefresh,
-		MaxRefresh:      f.maxRefresh,
-		RefetchInterval: f.refetch,
-		FetchTimeout:    f.fetchTimeout,
-	}
-	// In authz.Config a zero duration means "the default"; on the
-	// command line it would silently mean something else, so refuse it.
-	for _, d := range []struct {
-		name string
-		v    time.Duration
-	}{
-		{"-jwks-min-refresh", f.minRefresh},
-		{"-jwks-max-refresh", f.maxRefresh},
-		{"-jwks-refetch-interval", f.refetch},
-		{"-jwks-fetch-timeout", f.fetchTimeout},
-	} {
-		if d.v <= 0 {
-			return cfg, fmt.Errorf("%s must be positive, not %v", d.name, d.v)
-		}
-	}
-	if f.audience == "" {
-		return cfg, fmt.Errorf("-audience must not be empty")
-	}
-	return cfg, nil
+	cfg := authz.DefaultConfig()
+	cfg.Issuer = f.issuer
+	cfg.JWKSURL = f.jwksURL
+	cfg.Audience = f.audience
+	cfg.Algorithms = authzList(f.algs)
+	cfg.TokenHeaders = authzList(f.tokenHeaders)
+	cfg.Leeway = f.leeway
+	cfg.CacheSize = f.cacheSize
+	cfg.MinRefresh = f.minRefresh
+	cfg.MaxRefresh = f.maxRefresh
+	cfg.RefetchInterval = f.refetch
+	cfg.FetchTimeout = f.fetchTimeout
+	cfg.ShutdownTimeout = f.shutdownTimeout
+	return cfg, cfg.Validate()
 }
 
 // authzList splits a comma-separated flag value, dropping empty items;
-// nothing at all gives an empty, non-nil list (which authz refuses).
+// nothing at all gives an empty list (which authz refuses).
 func authzList(s string) []string {
 	out := []string{}
 	for _, item := range strings.Split(s, ",") {
@@ -119,30 +100,23 @@ func serveAuthz(ctx context.Context, args []string, onListen func(grpcAddr, http
 	if err != nil {
 		return err
 	}
-	reg := server.NewRegistry()
-	srv, err := authz.New(ctx, cfg, log, reg)
+	srv, err := authz.New(ctx, cfg, log, server.NewRegistry())
 	if err != nil {
 		return err
 	}
-	defer srv.Close()
-	gs := grpc.NewServer(authz.ServerOptions()...)
-	srv.RegisterGRPC(gs)
 	gl, err := server.Listen("authz gRPC", f.grpcAddr)
 	if err != nil {
+		srv.Close()
 		return err
 	}
 	hl, err := server.Listen("authz HTTP", f.httpAddr)
 	if err != nil {
 		gl.Close()
+		srv.Close()
 		return err
 	}
 	if onListen != nil {
 		onListen(gl.Addr(), hl.Addr())
 	}
-	// SetStopping flips gRPC health to NOT_SERVING and /readyz to 503
-	// before the servers drain (GracefulStop, Shutdown).
-	return server.Run(ctx, log, f.shutdownTimeout, srv.SetStopping,
-		server.Bound{Name: "authz gRPC", Unit: server.GRPC{Server: gs}, Listener: gl},
-		server.Bound{Name: "authz HTTP", Unit: server.NewHTTP(srv.HTTPHandler(), log), Listener: hl},
-	)
+	return srv.Serve(ctx, gl, hl)
 }

@@ -53,6 +53,7 @@ func TestAuthzFlags(t *testing.T) {
 		MaxRefresh:      15 * time.Minute,
 		RefetchInterval: 30 * time.Second,
 		FetchTimeout:    5 * time.Second,
+		ShutdownTimeout: 15 * time.Second,
 	}
 	for _, tc := range []struct {
 		name string

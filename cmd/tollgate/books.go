@@ -10,14 +10,17 @@ import (
 
 // runBooks runs the books backend alone, as it runs in the cluster.
 func runBooks(ctx context.Context, args []string) error {
+	d := books.DefaultConfig()
 	f := newFlagSet("books")
 	var (
 		addr, dataDir, db string
 		lf                logFlags
+		cfg               = d
 	)
-	f.String(&addr, "addr", "TOLLGATE_BOOKS_ADDR", ":8082", "address to serve the books API, health and metrics on")
-	f.String(&dataDir, "data-dir", "TOLLGATE_DATA_DIR", "./data", "directory for local data (the SQLite file)")
+	f.String(&addr, "addr", "TOLLGATE_BOOKS_ADDR", "127.0.0.1:8082", "address to serve the books API, health and metrics on (\":8082\" for every interface: only the gateway should reach books)")
+	f.String(&dataDir, "data-dir", "TOLLGATE_DATA_DIR", filepath.Dir(d.DB), "directory for local data (the SQLite file)")
 	f.String(&db, "db", "TOLLGATE_BOOKS_DB", "", "SQLite file path or postgres:// URL (default <data-dir>/books.db)")
+	f.Duration(&cfg.ShutdownTimeout, "shutdown-timeout", "TOLLGATE_SHUTDOWN_TIMEOUT", d.ShutdownTimeout, "how long to wait for in-flight requests at shutdown")
 	lf.register(f)
 	if err := f.parse(args); err != nil {
 		return err
@@ -26,18 +29,18 @@ func runBooks(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if db == "" {
-		db = filepath.Join(dataDir, "books.db")
+	cfg.DB = db
+	if cfg.DB == "" {
+		cfg.DB = filepath.Join(dataDir, "books.db")
 	}
-	svc, err := books.New(ctx, books.Config{DB: db}, log, server.NewRegistry())
+	svc, err := books.New(ctx, cfg, log, server.NewRegistry())
 	if err != nil {
 		return err
 	}
-	defer svc.Close()
 	l, err := server.Listen("books", addr)
 	if err != nil {
+		svc.Close()
 		return err
 	}
-	return server.Run(ctx, log, server.DefaultShutdownTimeout, svc.SetStopping,
-		server.Bound{Name: "books", Unit: server.NewHTTP(svc.Handler(), log), Listener: l})
+	return svc.Serve(ctx, l)
 }

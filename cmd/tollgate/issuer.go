@@ -43,64 +43,70 @@ type issuerFlags struct {
 }
 
 func (f *issuerFlags) register(fs *flagSet) {
+	d := issuer.DefaultConfig()
 	f.log.register(fs)
-	fs.String(&f.addr, "addr", "TOLLGATE_ISSUER_ADDR", ":8081", "listen address")
-	fs.String(&f.dataDir, "data-dir", "TOLLGATE_DATA_DIR", "./data", "data directory (SQLite database, generated key)")
+	fs.String(&f.addr, "addr", "TOLLGATE_ISSUER_ADDR", "127.0.0.1:8081", "listen address (\":8081\" for every interface: only the gateway should reach the issuer)")
+	fs.String(&f.dataDir, "data-dir", "TOLLGATE_DATA_DIR", d.DataDir, "data directory (SQLite database, generated key)")
 	fs.String(&f.db, "db", "TOLLGATE_ISSUER_DB", "", "database: a SQLite file path or a postgres:// URL (default <data-dir>/issuer.db)")
-	fs.String(&f.issuerURL, "issuer-url", "TOLLGATE_ISSUER_URL", issuer.DefaultIssuerURL, "the iss claim: the issuer's URL as clients reach it")
-	fs.String(&f.audience, "audience", "TOLLGATE_AUDIENCE", issuer.DefaultAudience, "the aud claim")
-	fs.String(&f.alg, "alg", "TOLLGATE_SIGNING_ALG", issuer.ES256, "signing algorithm: ES256, RS256 or EdDSA")
-	fs.String(&f.keyDir, "key-dir", "TOLLGATE_KEY_DIR", "", "directory of PEM private keys, watched for rotation (default: generate one key into <data-dir>/keys once)")
-	fs.Duration(&f.keyDelay, "key-activation-delay", "TOLLGATE_KEY_ACTIVATION_DELAY", issuer.DefaultKeyActivationDelay, "how long a new key is published before it signs (longer than JWKS caches live)")
-	fs.Duration(&f.keyPoll, "key-poll-interval", "TOLLGATE_KEY_POLL_INTERVAL", issuer.DefaultKeyPollInterval, "how often the key directory is checked for changes")
-	fs.Duration(&f.tokenTTL, "token-ttl", "TOLLGATE_TOKEN_TTL", issuer.DefaultTokenTTL, "token lifetime")
-	fs.Duration(&f.jwksMaxAge, "jwks-max-age", "TOLLGATE_JWKS_MAX_AGE", issuer.DefaultJWKSMaxAge, "Cache-Control max-age of the JWKS and discovery documents")
-	fs.Bool(&f.registration, "registration", "TOLLGATE_REGISTRATION", true, "allow POST /register")
+	fs.String(&f.issuerURL, "issuer-url", "TOLLGATE_ISSUER_URL", d.IssuerURL, "the iss claim: the issuer's URL as clients reach it")
+	fs.String(&f.audience, "audience", "TOLLGATE_AUDIENCE", d.Audience, "the aud claim")
+	fs.String(&f.alg, "alg", "TOLLGATE_SIGNING_ALG", d.SigningAlg, "signing algorithm: ES256, RS256 or EdDSA")
+	fs.String(&f.keyDir, "key-dir", "TOLLGATE_KEY_DIR", d.KeyDir, "directory of PEM private keys, watched for rotation (default: generate one key into <data-dir>/keys once)")
+	fs.Duration(&f.keyDelay, "key-activation-delay", "TOLLGATE_KEY_ACTIVATION_DELAY", d.KeyActivationDelay, "how long a new key is published before it signs (longer than JWKS caches live; 0 signs at once)")
+	fs.Duration(&f.keyPoll, "key-poll-interval", "TOLLGATE_KEY_POLL_INTERVAL", d.KeyPollInterval, "how often the key directory is checked for changes")
+	fs.Duration(&f.tokenTTL, "token-ttl", "TOLLGATE_TOKEN_TTL", d.TokenTTL, "token lifetime")
+	fs.Duration(&f.jwksMaxAge, "jwks-max-age", "TOLLGATE_JWKS_MAX_AGE", d.JWKSMaxAge, "Cache-Control max-age of the JWKS and discovery documents (0: no caching)")
+	fs.Bool(&f.registration, "registration", "TOLLGATE_REGISTRATION", !d.DisableRegistration, "allow POST /register")
 	fs.String(&f.adminUsers, "admin-users", "TOLLGATE_ADMIN_USERS", "", "comma-separated user names that hold the admin role")
-	fs.String(&f.adminName, "admin-name", "TOLLGATE_ADMIN_NAME", issuer.DefaultAdminName, "admin user created (or its password reset) at start when an admin password is given")
+	fs.String(&f.adminName, "admin-name", "TOLLGATE_ADMIN_NAME", d.AdminName, "admin user created (or its password reset) at start when an admin password is given")
 	fs.String(&f.adminPasswordFile, "admin-password-file", "TOLLGATE_ADMIN_PASSWORD_FILE", "", "file holding the admin user's password")
 	fs.String(&f.adminPassword, "admin-password", "TOLLGATE_ADMIN_PASSWORD", "", "the admin user's password (prefer -admin-password-file: a flag shows in ps)")
-	fs.String(&f.trustedProxies, "trusted-proxies", "TOLLGATE_ISSUER_TRUSTED_PROXIES", "127.0.0.0/8,::1/128", "comma-separated CIDRs of proxies whose X-Forwarded-For names the client (for login throttling); empty trusts none")
-	fs.Int(&f.argon2Memory, "argon2-memory", "TOLLGATE_ARGON2_MEMORY", int(issuer.MinArgon2Params.Memory), "argon2id memory cost in KiB (at least 19456)")
-	fs.Int(&f.argon2Iterations, "argon2-iterations", "TOLLGATE_ARGON2_ITERATIONS", int(issuer.MinArgon2Params.Iterations), "argon2id iterations (at least 2)")
-	fs.Int(&f.argon2Parallelism, "argon2-parallelism", "TOLLGATE_ARGON2_PARALLELISM", int(issuer.MinArgon2Params.Parallelism), "argon2id parallelism (at least 1)")
-	fs.Int(&f.maxHashes, "max-concurrent-hashes", "TOLLGATE_MAX_CONCURRENT_HASHES", 0, "password hashes computed at once (default 2 per CPU); each holds -argon2-memory")
-	fs.Duration(&f.shutdownTimeout, "shutdown-timeout", "TOLLGATE_SHUTDOWN_TIMEOUT", server.DefaultShutdownTimeout, "how long to wait for in-flight requests at shutdown")
+	fs.String(&f.trustedProxies, "trusted-proxies", "TOLLGATE_ISSUER_TRUSTED_PROXIES", prefixList(d.TrustedProxies), "comma-separated CIDRs of proxies whose X-Forwarded-For names the client (for login throttling); empty trusts none")
+	fs.Int(&f.argon2Memory, "argon2-memory", "TOLLGATE_ARGON2_MEMORY", int(d.Argon2.Memory), "argon2id memory cost in KiB (at least 19456)")
+	fs.Int(&f.argon2Iterations, "argon2-iterations", "TOLLGATE_ARGON2_ITERATIONS", int(d.Argon2.Iterations), "argon2id iterations (at least 2)")
+	fs.Int(&f.argon2Parallelism, "argon2-parallelism", "TOLLGATE_ARGON2_PARALLELISM", int(d.Argon2.Parallelism), "argon2id parallelism (at least 1)")
+	fs.Int(&f.maxHashes, "max-concurrent-hashes", "TOLLGATE_MAX_CONCURRENT_HASHES", d.MaxConcurrentHashes, "password hashes computed at once (2 per CPU here), each holding -argon2-memory; 4 more requests per slot may wait")
+	fs.Duration(&f.shutdownTimeout, "shutdown-timeout", "TOLLGATE_SHUTDOWN_TIMEOUT", d.ShutdownTimeout, "how long to wait for in-flight requests at shutdown")
+}
+
+// prefixList writes prefixes as the -trusted-proxies flag takes them.
+func prefixList(ps []netip.Prefix) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ",")
 }
 
 // config turns the flags into an issuer.Config.
 func (f *issuerFlags) config() (issuer.Config, error) {
-	cfg := issuer.Config{
-		DataDir:             f.dataDir,
-		DB:                  f.db,
-		IssuerURL:           f.issuerURL,
-		Audience:            f.audience,
-		SigningAlg:          f.alg,
-		KeyDir:              f.keyDir,
-		KeyPollInterval:     f.keyPoll,
-		TokenTTL:            f.tokenTTL,
-		JWKSMaxAge:          f.jwksMaxAge,
-		DisableRegistration: !f.registration,
-		AdminName:           f.adminName,
-		MaxConcurrentHashes: f.maxHashes,
-	}
+	cfg := issuer.DefaultConfig()
+	cfg.DataDir = f.dataDir
+	cfg.DB = f.db
 	if cfg.DB == "" {
 		cfg.DB = filepath.Join(f.dataDir, "issuer.db")
 	}
-	// Zero means "the default" in issuer.Config; on the command line it
-	// means what it says.
+	cfg.IssuerURL = f.issuerURL
+	cfg.Audience = f.audience
+	cfg.SigningAlg = f.alg
+	cfg.KeyDir = f.keyDir
 	cfg.KeyActivationDelay = f.keyDelay
-	if f.keyDelay == 0 {
-		cfg.KeyActivationDelay = -1
-	}
+	cfg.KeyPollInterval = f.keyPoll
+	cfg.TokenTTL = f.tokenTTL
+	cfg.JWKSMaxAge = f.jwksMaxAge
+	cfg.DisableRegistration = !f.registration
+	cfg.AdminName = f.adminName
+	cfg.MaxConcurrentHashes = f.maxHashes
+	cfg.MaxQueuedHashes = 4 * f.maxHashes
+	cfg.ShutdownTimeout = f.shutdownTimeout
 	if f.keyDelay < 0 {
 		return cfg, fmt.Errorf("-key-activation-delay must not be negative")
 	}
 	if f.jwksMaxAge < 0 {
 		return cfg, fmt.Errorf("-jwks-max-age must not be negative")
 	}
-	if f.jwksMaxAge == 0 {
-		cfg.JWKSMaxAge = -1 // max-age=0
+	if f.maxHashes <= 0 {
+		return cfg, fmt.Errorf("-max-concurrent-hashes must be positive, not %d", f.maxHashes)
 	}
 	for _, name := range strings.Split(f.adminUsers, ",") {
 		if name = strings.TrimSpace(name); name != "" {
@@ -177,21 +183,19 @@ func serveIssuer(ctx context.Context, args []string, onListen func(net.Addr)) er
 	if err != nil {
 		return err
 	}
-	reg := server.NewRegistry()
-	svc, err := issuer.New(ctx, cfg, log, reg)
+	svc, err := issuer.New(ctx, cfg, log, server.NewRegistry())
 	if err != nil {
 		return err
 	}
-	defer svc.Close()
 	l, err := server.Listen("issuer", f.addr)
 	if err != nil {
+		svc.Close()
 		return err
 	}
 	if onListen != nil {
 		onListen(l.Addr())
 	}
-	return server.Run(ctx, log, f.shutdownTimeout, svc.SetStopping,
-		server.Bound{Name: "issuer", Unit: server.NewHTTP(svc.Handler(), log), Listener: l})
+	return svc.Serve(ctx, l)
 }
 
 // runKeygen writes a new signing key file, for rotation: put it in the

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -39,19 +40,25 @@ func TestIssuerFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	loopback := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+	hashes := 2 * runtime.NumCPU()
 	defaults := issuer.Config{
-		DataDir:            "./data",
-		DB:                 "data/issuer.db",
-		IssuerURL:          "http://localhost:8080",
-		Audience:           "tollgate",
-		SigningAlg:         "ES256",
-		KeyActivationDelay: 10 * time.Minute,
-		KeyPollInterval:    5 * time.Second,
-		TokenTTL:           45 * time.Minute,
-		JWKSMaxAge:         5 * time.Minute,
-		AdminName:          "admin",
-		Argon2:             issuer.MinArgon2Params,
-		TrustedProxies:     loopback,
+		DataDir:             "data",
+		DB:                  "data/issuer.db",
+		IssuerURL:           "http://localhost:8080",
+		Audience:            "tollgate",
+		SigningAlg:          "ES256",
+		KeyActivationDelay:  10 * time.Minute,
+		KeyPollInterval:     5 * time.Second,
+		TokenTTL:            45 * time.Minute,
+		JWKSMaxAge:          5 * time.Minute,
+		AdminName:           "admin",
+		Argon2:              issuer.MinArgon2Params,
+		MaxConcurrentHashes: hashes,
+		MaxQueuedHashes:     4 * hashes,
+		HashQueueTimeout:    2 * time.Second,
+		TrustedProxies:      loopback,
+		Throttle:            issuer.DefaultThrottle(),
+		ShutdownTimeout:     15 * time.Second,
 	}
 	for _, tc := range []struct {
 		name string
@@ -88,7 +95,7 @@ func TestIssuerFlags(t *testing.T) {
 			c.AdminPassword = "from-a-secret-file"
 		}},
 		{"zero delay and max-age mean none", nil, []string{"-key-activation-delay", "0", "-jwks-max-age", "0"}, func(c *issuer.Config) {
-			c.KeyActivationDelay, c.JWKSMaxAge = -1, -1
+			c.KeyActivationDelay, c.JWKSMaxAge = 0, 0
 		}},
 		{"trusted proxies", map[string]string{"TOLLGATE_ISSUER_TRUSTED_PROXIES": "10.0.0.0/8, 192.0.2.7"}, nil, func(c *issuer.Config) {
 			c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.7/32")}

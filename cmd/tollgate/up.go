@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/tollgate-dev/tollgate/internal/server"
-	"github.com/tollgate-dev/tollgate/internal/stack"
 	"github.com/tollgate-dev/tollgate/issuer"
+	"github.com/tollgate-dev/tollgate/stack"
 )
 
 // upFlags are the settings of `tollgate up`.
@@ -56,20 +56,19 @@ func (f *upFlags) register(fs *flagSet) {
 
 // config turns the flags into a stack.Config.
 func (f *upFlags) config() (stack.Config, error) {
-	cfg := stack.Config{
-		DataDir:          f.dataDir,
-		GatewayConfig:    f.gatewayConfig,
-		GatewayAddr:      f.gatewayAddr,
-		GatewayAdminAddr: f.gatewayAdminAddr,
-		IssuerAddr:       f.issuerAddr,
-		BooksAddr:        f.booksAddr,
-		AuthzGRPCAddr:    f.authzGRPCAddr,
-		AuthzHTTPAddr:    f.authzHTTPAddr,
-		IssuerURL:        f.issuerURL,
-		AdminName:        f.adminName,
-		AdminPassword:    f.adminPassword,
-		ShutdownTimeout:  f.shutdownTimeout,
-	}
+	cfg := stack.DefaultConfig()
+	cfg.DataDir = f.dataDir
+	cfg.GatewayConfig = f.gatewayConfig
+	cfg.GatewayAddr = f.gatewayAddr
+	cfg.GatewayAdminAddr = f.gatewayAdminAddr
+	cfg.IssuerAddr = f.issuerAddr
+	cfg.BooksAddr = f.booksAddr
+	cfg.AuthzGRPCAddr = f.authzGRPCAddr
+	cfg.AuthzHTTPAddr = f.authzHTTPAddr
+	cfg.IssuerURL = f.issuerURL
+	cfg.AdminName = f.adminName
+	cfg.AdminPassword = f.adminPassword
+	cfg.ShutdownTimeout = f.shutdownTimeout
 	switch {
 	case f.noGateway && f.useEnvoy:
 		return cfg, errors.New("-no-gateway and -envoy exclude each other")
@@ -124,13 +123,13 @@ func runUp(ctx context.Context, args []string) error {
 	err = st.Wait(ctx)
 	// From here a second Ctrl-C ends the process at once.
 	signal.Reset(os.Interrupt, syscall.SIGTERM)
-	if err != nil {
-		log.Error("stopping: part of the stack failed", "err", err)
-	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*cfg.ShutdownTimeout)
 	defer cancel()
+	// main prints the failure, once.
 	if serr := st.Shutdown(sctx); err == nil {
 		err = serr
+	} else if serr != nil {
+		err = errors.Join(err, fmt.Errorf("shutdown: %w", serr))
 	}
 	if err != nil {
 		return err

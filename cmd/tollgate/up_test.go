@@ -18,8 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tollgate-dev/tollgate/internal/stack"
 	"github.com/tollgate-dev/tollgate/internal/tutorial"
+	"github.com/tollgate-dev/tollgate/stack"
 )
 
 // buildTollgate builds this command into a temporary directory, with the

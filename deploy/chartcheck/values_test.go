@@ -88,13 +88,12 @@ func TestGeneratedKeySigns(t *testing.T) {
 			if len(password) != 24 {
 				t.Errorf("generated admin password has %d characters, want 24", len(password))
 			}
-			token := issueToken(t, issuer.Config{
-				DataDir:       t.TempDir(),
-				KeyDir:        keyDir,
-				SigningAlg:    alg,
-				AdminName:     "admin",
-				AdminPassword: password,
-			}, "admin", password)
+			cfg := issuer.DefaultConfig()
+			cfg.DataDir = t.TempDir()
+			cfg.DB = filepath.Join(cfg.DataDir, "issuer.db")
+			cfg.KeyDir, cfg.SigningAlg = keyDir, alg
+			cfg.AdminName, cfg.AdminPassword = "admin", password
+			token := issueToken(t, cfg, "admin", password)
 			msg, err := jws.Parse([]byte(token))
 			if err != nil {
 				t.Fatalf("parse token: %v", err)

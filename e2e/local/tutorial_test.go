@@ -14,9 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tollgate-dev/tollgate/internal/stack"
 	"github.com/tollgate-dev/tollgate/internal/tutorial"
 	"github.com/tollgate-dev/tollgate/issuer"
+	"github.com/tollgate-dev/tollgate/stack"
 )
 
 // user is the tutorial's user.json.
@@ -78,18 +78,17 @@ func (b *syncBuffer) String() string {
 func startStack(t *testing.T, c *clock) *stack.Stack {
 	t.Helper()
 	logs := &syncBuffer{}
-	cfg := stack.Config{
-		DataDir:          t.TempDir(),
-		GatewayConfig:    filepath.Join("..", "..", "envoy", "envoy.yaml"),
-		GatewayAddr:      "127.0.0.1:0",
-		GatewayAdminAddr: "127.0.0.1:0",
-		IssuerAddr:       "127.0.0.1:0",
-		BooksAddr:        "127.0.0.1:0",
-		AuthzGRPCAddr:    "127.0.0.1:0",
-		AuthzHTTPAddr:    "127.0.0.1:0",
-		Logger:           slog.New(slog.NewTextHandler(logs, nil)),
-		ShutdownTimeout:  5 * time.Second,
-	}
+	cfg := stack.DefaultConfig()
+	cfg.DataDir = t.TempDir()
+	cfg.GatewayConfig = filepath.Join("..", "..", "envoy", "envoy.yaml")
+	cfg.GatewayAddr = "127.0.0.1:0"
+	cfg.GatewayAdminAddr = "127.0.0.1:0"
+	cfg.IssuerAddr = "127.0.0.1:0"
+	cfg.BooksAddr = "127.0.0.1:0"
+	cfg.AuthzGRPCAddr = "127.0.0.1:0"
+	cfg.AuthzHTTPAddr = "127.0.0.1:0"
+	cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	cfg.ShutdownTimeout = 5 * time.Second
 	if c != nil {
 		cfg.IssuerConfig = func(ic *issuer.Config) { ic.Now = c.now }
 	}

@@ -163,9 +163,30 @@ func (s GRPC) Stop(ctx context.Context) error {
 	}
 }
 
+// WaitReady polls ready every interval until it passes, returning nil,
+// or until ctx ends, returning the last reason it failed, named by name.
+func WaitReady(ctx context.Context, name string, interval time.Duration, ready Check) error {
+	for {
+		last := ready(ctx)
+		if last == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s not ready: %w", name, last)
+		case <-time.After(interval):
+		}
+	}
+}
+
 // Listen opens a TCP listener on addr, wrapping the error with name.
 func Listen(name, addr string) (net.Listener, error) {
-	l, err := net.Listen("tcp", addr)
+	return ListenNetwork(name, "tcp", addr)
+}
+
+// ListenNetwork is Listen on a given network ("tcp4" binds IPv4 only).
+func ListenNetwork(name, network, addr string) (net.Listener, error) {
+	l, err := net.Listen(network, addr)
 	if err != nil {
 		return nil, fmt.Errorf("%s: listen on %s: %w", name, addr, err)
 	}
@@ -204,10 +225,8 @@ func Run(ctx context.Context, log *slog.Logger, timeout time.Duration, beforeSto
 	case <-ctx.Done():
 		log.Info("shutting down", "reason", context.Cause(ctx))
 	case first = <-errc:
+		// The caller reports the failure; stopping the others is ours.
 		pending--
-		if first != nil {
-			log.Error("server failed; stopping the others", "err", first)
-		}
 	}
 	if beforeStop != nil {
 		beforeStop()

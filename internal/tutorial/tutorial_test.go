@@ -23,6 +23,7 @@ import (
 	"github.com/tollgate-dev/tollgate/authz"
 	"github.com/tollgate-dev/tollgate/books"
 	"github.com/tollgate-dev/tollgate/envoy"
+	"github.com/tollgate-dev/tollgate/envoy/gateway"
 	"github.com/tollgate-dev/tollgate/internal/server"
 	"github.com/tollgate-dev/tollgate/internal/tutorial"
 	"github.com/tollgate-dev/tollgate/issuer"
@@ -51,9 +52,10 @@ func startStack(t *testing.T, misconfigure func(*hcmv3.HttpConnectionManager)) *
 	ctx := t.Context()
 	dir := t.TempDir()
 
-	iss, err := issuer.New(ctx, issuer.Config{
-		DataDir: dir, IssuerURL: issuerURL, AdminName: adminName, AdminPassword: adminPassword,
-	}, nil, server.NewRegistry())
+	icfg := issuer.DefaultConfig()
+	icfg.DataDir, icfg.DB = dir, filepath.Join(dir, "issuer.db")
+	icfg.IssuerURL, icfg.AdminName, icfg.AdminPassword = issuerURL, adminName, adminPassword
+	iss, err := issuer.New(ctx, icfg, nil, server.NewRegistry())
 	if err != nil {
 		t.Fatalf("issuer.New: %v", err)
 	}
@@ -61,7 +63,9 @@ func startStack(t *testing.T, misconfigure func(*hcmv3.HttpConnectionManager)) *
 	issSrv := httptest.NewServer(iss.Handler())
 	t.Cleanup(issSrv.Close)
 
-	bk, err := books.New(ctx, books.Config{DB: filepath.Join(dir, "books.db")}, nil, server.NewRegistry())
+	bcfg := books.DefaultConfig()
+	bcfg.DB = filepath.Join(dir, "books.db")
+	bk, err := books.New(ctx, bcfg, nil, server.NewRegistry())
 	if err != nil {
 		t.Fatalf("books.New: %v", err)
 	}
@@ -69,9 +73,9 @@ func startStack(t *testing.T, misconfigure func(*hcmv3.HttpConnectionManager)) *
 	booksSrv := httptest.NewServer(bk.Handler())
 	t.Cleanup(booksSrv.Close)
 
-	az, err := authz.New(ctx, authz.Config{
-		Issuer: issuerURL, JWKSURL: issSrv.URL + "/.well-known/jwks.json",
-	}, nil, server.NewRegistry())
+	acfg := authz.DefaultConfig()
+	acfg.Issuer, acfg.JWKSURL, acfg.CacheSize = issuerURL, issSrv.URL+"/.well-known/jwks.json", 0
+	az, err := authz.New(ctx, acfg, nil, server.NewRegistry())
 	if err != nil {
 		t.Fatalf("authz.New: %v", err)
 	}
@@ -93,23 +97,26 @@ func startStack(t *testing.T, misconfigure func(*hcmv3.HttpConnectionManager)) *
 	if misconfigure != nil {
 		editHCM(t, b.StaticResources.Listeners[0].FilterChains[0].Filters[0].GetTypedConfig(), misconfigure)
 	}
-	gw, err := envoy.NewGateway(b, envoy.Options{
-		ListenAddr: "127.0.0.1:0",
-		AdminAddr:  "127.0.0.1:0",
-		Endpoints: map[string]string{
-			"issuer": strings.TrimPrefix(issSrv.URL, "http://"),
-			"books":  strings.TrimPrefix(booksSrv.URL, "http://"),
-			"authz":  ln.Addr().String(),
-		},
-	})
+	opts := gateway.DefaultOptions()
+	opts.ListenAddr, opts.AdminAddr = "127.0.0.1:0", "127.0.0.1:0"
+	opts.Endpoints = map[string]string{
+		"issuer": strings.TrimPrefix(issSrv.URL, "http://"),
+		"books":  strings.TrimPrefix(booksSrv.URL, "http://"),
+		"authz":  ln.Addr().String(),
+	}
+	gw, err := gateway.New(b, opts)
 	if err != nil {
-		t.Fatalf("envoy.NewGateway: %v", err)
+		t.Fatalf("gateway.New: %v", err)
 	}
-	if err := gw.Start(); err != nil {
-		t.Fatalf("gateway Start: %v", err)
+	gl, admin, err := gw.Listen()
+	if err != nil {
+		t.Fatalf("gateway Listen: %v", err)
 	}
-	t.Cleanup(func() { gw.Close() })
-	return &stack{gatewayURL: "http://" + gw.Addr().String(), booksURL: booksSrv.URL, grpc: gs}
+	gctx, stop := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- gw.Serve(gctx, gl, admin) }()
+	t.Cleanup(func() { stop(); <-served })
+	return &stack{gatewayURL: "http://" + gl.Addr().String(), booksURL: booksSrv.URL, grpc: gs}
 }
 
 func waitReady(t *testing.T, ready func(context.Context) error) {

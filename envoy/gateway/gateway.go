@@ -1,8 +1,7 @@
-package envoy
+package gateway
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -25,9 +24,14 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/google/uuid"
 	"google.golang.org/grpc"
+
+	"github.com/tollgate-dev/tollgate/envoy"
+	"github.com/tollgate-dev/tollgate/internal/server"
 )
 
 // Options adjust how a Gateway runs a bootstrap without editing it.
+// Start from DefaultOptions; an empty address or a nil map leaves the
+// bootstrap as it is.
 type Options struct {
 	// Logger receives the gateway's logs, one line per request at Info;
 	// nil discards them.
@@ -41,8 +45,18 @@ type Options struct {
 	// address ("host:port") each, for example to reach services started on
 	// ephemeral ports. Naming a cluster the bootstrap lacks is an error.
 	Endpoints map[string]string
-	// ShutdownTimeout bounds Serve's graceful shutdown; zero means 15s.
+	// ShutdownTimeout bounds Serve's graceful drain, as Envoy's
+	// --drain-time-s does.
 	ShutdownTimeout time.Duration
+}
+
+// DefaultShutdownTimeout is DefaultOptions' ShutdownTimeout.
+const DefaultShutdownTimeout = 15 * time.Second
+
+// DefaultOptions returns the options `tollgate gateway` starts from: the
+// bootstrap as it is, drained for at most DefaultShutdownTimeout.
+func DefaultOptions() Options {
+	return Options{ShutdownTimeout: DefaultShutdownTimeout}
 }
 
 // Gateway is the dev gateway: an HTTP server that behaves like Envoy for
@@ -56,28 +70,23 @@ type Gateway struct {
 	conns    []*grpc.ClientConn
 	shutdown time.Duration
 
-	mu       sync.Mutex
-	started  bool
-	closed   bool
-	ln       net.Listener
-	adminLn  net.Listener
-	srv      *http.Server
-	adminSrv *http.Server
-	stopHC   context.CancelFunc
-	wg       sync.WaitGroup
-	errc     chan error
-	draining atomic.Bool
+	draining  atomic.Bool
+	closeOnce sync.Once
 }
 
-// NewGateway validates b (Validate), makes sure the gateway implements
+// New validates b (envoy.Validate), makes sure the gateway implements
 // every field it sets (Supported), and builds a gateway for it. Nothing
-// listens or connects until Start.
-func NewGateway(b *bootstrapv3.Bootstrap, opts Options) (*Gateway, error) {
-	if err := Validate(b); err != nil {
+// listens until Serve; Serve, or Close for a gateway never served,
+// releases its upstream connections.
+func New(b *bootstrapv3.Bootstrap, opts Options) (*Gateway, error) {
+	if err := envoy.Validate(b); err != nil {
 		return nil, err
 	}
 	if err := Supported(b); err != nil {
 		return nil, err
+	}
+	if opts.ShutdownTimeout <= 0 {
+		return nil, fmt.Errorf("gateway: shutdown timeout must be positive, not %v", opts.ShutdownTimeout)
 	}
 	cfg, err := compile(b, opts)
 	if err != nil {
@@ -99,10 +108,6 @@ func NewGateway(b *bootstrapv3.Bootstrap, opts Options) (*Gateway, error) {
 		cfg:      cfg,
 		clusters: map[string]*upstream{},
 		shutdown: opts.ShutdownTimeout,
-		errc:     make(chan error, 2),
-	}
-	if g.shutdown <= 0 {
-		g.shutdown = 15 * time.Second
 	}
 	for name, cc := range cfg.clusters {
 		u, err := newUpstream(cc)
@@ -121,58 +126,21 @@ func NewGateway(b *bootstrapv3.Bootstrap, opts Options) (*Gateway, error) {
 	return g, nil
 }
 
-// Start binds the listener and the admin listener and serves them in the
-// background; it also starts the clusters' health checks.
-func (g *Gateway) Start() error {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.closed {
-		return errors.New("gateway closed")
-	}
-	if g.started {
-		return errors.New("gateway already started")
-	}
-	ln, err := net.Listen(network(g.cfg.listenAddr), g.cfg.listenAddr)
+// Listen binds the bootstrap's listener and, when it has one, its admin
+// address (admin is nil otherwise), for Serve.
+func (g *Gateway) Listen() (l, admin net.Listener, err error) {
+	l, err = server.ListenNetwork("gateway", network(g.cfg.listenAddr), g.cfg.listenAddr)
 	if err != nil {
-		return fmt.Errorf("gateway: listen on %s: %w", g.cfg.listenAddr, err)
+		return nil, nil, err
 	}
-	var adminLn net.Listener
 	if g.cfg.adminAddr != "" {
-		adminLn, err = net.Listen(network(g.cfg.adminAddr), g.cfg.adminAddr)
+		admin, err = server.ListenNetwork("gateway admin", network(g.cfg.adminAddr), g.cfg.adminAddr)
 		if err != nil {
-			ln.Close()
-			return fmt.Errorf("gateway admin: listen on %s: %w", g.cfg.adminAddr, err)
+			l.Close()
+			return nil, nil, err
 		}
 	}
-	g.started = true
-	g.ln, g.adminLn = ln, adminLn
-	g.srv = &http.Server{
-		Handler:           g,
-		ReadHeaderTimeout: g.cfg.hcm.requestHeadersTimeout,
-		IdleTimeout:       g.cfg.hcm.idleTimeout,
-		MaxHeaderBytes:    maxRequestHeaders,
-		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
-		Protocols:         new(http.Protocols),
-	}
-	g.srv.Protocols.SetHTTP1(true)
-	if g.cfg.hcm.http2 {
-		// codec_type AUTO: HTTP/2 with prior knowledge on the same port.
-		g.srv.Protocols.SetUnencryptedHTTP2(true)
-	}
-	g.serve(g.srv, ln, "gateway")
-	if adminLn != nil {
-		g.adminSrv = &http.Server{Handler: g.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
-		g.serve(g.adminSrv, adminLn, "admin")
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	g.stopHC = cancel
-	for _, u := range g.clusters {
-		for _, hc := range u.cfg.healthChecks {
-			g.wg.Go(func() { runHealthCheck(ctx, g.log, u, hc) })
-		}
-	}
-	g.log.Info("gateway listening", "addr", ln.Addr().String(), "admin", addrString(adminLn))
-	return nil
+	return l, admin, nil
 }
 
 // network is "tcp4" for an IPv4 address, so that 0.0.0.0 binds IPv4 only
@@ -185,129 +153,63 @@ func network(addr string) string {
 	return "tcp"
 }
 
-func addrString(l net.Listener) string {
-	if l == nil {
-		return ""
+// Serve runs the gateway on l and the admin interface on admin (which
+// may be nil), with the clusters' health checks, until ctx ends or a
+// listener fails; then the admin /ready turns to DRAINING, in-flight
+// requests finish within Options.ShutdownTimeout, and the gateway's
+// connections are closed. A normal stop returns nil.
+func (g *Gateway) Serve(ctx context.Context, l, admin net.Listener) error {
+	defer g.Close()
+	hcCtx, stopHC := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	defer func() {
+		stopHC()
+		wg.Wait()
+	}()
+	for _, u := range g.clusters {
+		for _, hc := range u.cfg.healthChecks {
+			wg.Go(func() { runHealthCheck(hcCtx, g.log, u, hc) })
+		}
 	}
-	return l.Addr().String()
+	units := []server.Bound{{Name: "gateway", Unit: server.HTTP{Server: g.newServer()}, Listener: l}}
+	if admin != nil {
+		units = append(units, server.Bound{Name: "gateway admin", Unit: server.HTTP{Server: &http.Server{Handler: g.adminHandler(), ReadHeaderTimeout: 10 * time.Second}}, Listener: admin})
+	}
+	return server.Run(ctx, g.log, g.shutdown, func() { g.draining.Store(true) }, units...)
 }
 
-func (g *Gateway) serve(srv *http.Server, ln net.Listener, name string) {
-	g.wg.Go(func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			g.errc <- fmt.Errorf("%s: %w", name, err)
+// newServer is the listener's HTTP server, with the connection manager's
+// timeouts and codecs.
+func (g *Gateway) newServer() *http.Server {
+	srv := &http.Server{
+		Handler:           g,
+		ReadHeaderTimeout: g.cfg.hcm.requestHeadersTimeout,
+		IdleTimeout:       g.cfg.hcm.idleTimeout,
+		MaxHeaderBytes:    maxRequestHeaders,
+		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
+		Protocols:         new(http.Protocols),
+	}
+	srv.Protocols.SetHTTP1(true)
+	if g.cfg.hcm.http2 {
+		// codec_type AUTO: HTTP/2 with prior knowledge on the same port.
+		srv.Protocols.SetUnencryptedHTTP2(true)
+	}
+	return srv
+}
+
+// Close releases the gateway's upstream connections; Serve calls it when
+// it ends, so only a gateway that is never served needs it.
+func (g *Gateway) Close() error {
+	g.closeOnce.Do(func() {
+		g.draining.Store(true)
+		g.closeConns()
+		for _, u := range g.clusters {
+			if u.transport != nil {
+				u.transport.CloseIdleConnections()
+			}
 		}
 	})
-}
-
-// Addr is the address the gateway listens on; nil before Start.
-func (g *Gateway) Addr() net.Addr {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.ln == nil {
-		return nil
-	}
-	return g.ln.Addr()
-}
-
-// AdminAddr is the admin listener's address; nil before Start or when the
-// bootstrap has no admin address.
-func (g *Gateway) AdminAddr() net.Addr {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.adminLn == nil {
-		return nil
-	}
-	return g.adminLn.Addr()
-}
-
-// Serve starts the gateway if Start was not called, serves until ctx is
-// done or a listener fails, then shuts down gracefully. A normal stop
-// returns nil.
-func (g *Gateway) Serve(ctx context.Context) error {
-	g.mu.Lock()
-	started := g.started
-	g.mu.Unlock()
-	if !started {
-		if err := g.Start(); err != nil {
-			return err
-		}
-	}
-	var serveErr error
-	select {
-	case <-ctx.Done():
-		g.log.Info("gateway shutting down", "reason", context.Cause(ctx))
-	case serveErr = <-g.errc:
-		g.log.Error("gateway failed", "err", serveErr)
-	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.shutdown)
-	defer cancel()
-	if err := g.Shutdown(sctx); err != nil && serveErr == nil {
-		serveErr = err
-	}
-	return serveErr
-}
-
-// Shutdown stops accepting requests, lets in-flight ones finish within
-// ctx, then closes everything. The admin /ready answers 503 meanwhile.
-func (g *Gateway) Shutdown(ctx context.Context) error {
-	g.draining.Store(true)
-	g.mu.Lock()
-	if g.closed {
-		g.mu.Unlock()
-		return nil
-	}
-	g.closed = true
-	srv, adminSrv := g.srv, g.adminSrv
-	g.mu.Unlock()
-	var errs []error
-	if srv != nil {
-		if err := srv.Shutdown(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("gateway shutdown: %w", err))
-			srv.Close()
-		}
-	}
-	if adminSrv != nil {
-		if err := adminSrv.Shutdown(ctx); err != nil {
-			adminSrv.Close()
-		}
-	}
-	g.finish()
-	return errors.Join(errs...)
-}
-
-// Close stops the gateway at once, dropping in-flight requests.
-func (g *Gateway) Close() error {
-	g.draining.Store(true)
-	g.mu.Lock()
-	if g.closed {
-		g.mu.Unlock()
-		return nil
-	}
-	g.closed = true
-	srv, adminSrv := g.srv, g.adminSrv
-	g.mu.Unlock()
-	if srv != nil {
-		srv.Close()
-	}
-	if adminSrv != nil {
-		adminSrv.Close()
-	}
-	g.finish()
 	return nil
-}
-
-func (g *Gateway) finish() {
-	if g.stopHC != nil {
-		g.stopHC()
-	}
-	g.wg.Wait()
-	g.closeConns()
-	for _, u := range g.clusters {
-		if u.transport != nil {
-			u.transport.CloseIdleConnections()
-		}
-	}
 }
 
 func (g *Gateway) closeConns() {

@@ -1,4 +1,4 @@
-package envoy
+package gateway
 
 import (
 	"fmt"
@@ -8,6 +8,8 @@ import (
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/tollgate-dev/tollgate/envoy"
 )
 
 // UnsupportedError reports a configuration field, or a value of one, that
@@ -148,7 +150,7 @@ var implemented = map[protoreflect.FullName]map[protoreflect.Name]rule{
 
 // implementedTypes are the typed_config payloads the gateway implements.
 var implementedTypes = map[string]bool{
-	typeHCM: true, typeExtAuthz: true, typeExtAuthzPerRoute: true, typeRouter: true, typeUpstreamHTTP: true,
+	envoy.TypeHCM: true, envoy.TypeExtAuthz: true, envoy.TypeExtAuthzPerRoute: true, envoy.TypeRouter: true, envoy.TypeUpstreamHTTP: true,
 }
 
 // rule checks the value of an implemented field; it returns why the value
@@ -189,7 +191,7 @@ func boolIs(want bool, reason string) rule {
 // implement, as an *UnsupportedError, or nil. It does not validate b (see
 // Validate).
 func Supported(b *bootstrapv3.Bootstrap) error {
-	return walk(b.ProtoReflect(), "", func(path string, m protoreflect.Message) error {
+	return envoy.Walk(b.ProtoReflect(), "", func(path string, m protoreflect.Message) error {
 		if a, ok := m.Interface().(*anypb.Any); ok && !implementedTypes[a.GetTypeUrl()] {
 			return &UnsupportedError{Path: path, Reason: "extension type " + a.GetTypeUrl()}
 		}
@@ -202,7 +204,7 @@ func Supported(b *bootstrapv3.Bootstrap) error {
 			if !m.Has(fd) {
 				continue
 			}
-			fp := joinPath(path, string(fd.Name()))
+			fp := envoy.JoinPath(path, string(fd.Name()))
 			check, ok := allowed[fd.Name()]
 			if !ok {
 				return &UnsupportedError{Path: fp, Reason: "field not implemented"}

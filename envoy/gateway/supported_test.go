@@ -1,8 +1,10 @@
-package envoy
+package gateway
 
 import (
 	"errors"
 	"testing"
+
+	"github.com/tollgate-dev/tollgate/envoy"
 )
 
 // TestGatewayRefusesUnimplementedFields: the dev gateway never runs a
@@ -112,21 +114,21 @@ func TestGatewayRefusesUnimplementedFields(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b, err := ValidateYAML(tt.config)
+			b, err := envoy.ValidateYAML(tt.config)
 			if err != nil {
-				t.Fatalf("ValidateYAML(%s) = %v; the config must be valid Envoy config for this test to mean anything", tt.name, err)
+				t.Fatalf("envoy.ValidateYAML(%s) = %v; the config must be valid Envoy config for this test to mean anything", tt.name, err)
 			}
-			g, err := NewGateway(b, Options{})
+			g, err := New(b, DefaultOptions())
 			if err == nil {
 				g.Close()
-				t.Fatalf("NewGateway(%s) = nil error, want an *UnsupportedError naming %s", tt.name, tt.wantPath)
+				t.Fatalf("New(%s) = nil error, want an *UnsupportedError naming %s", tt.name, tt.wantPath)
 			}
 			var ue *UnsupportedError
 			if !errors.As(err, &ue) {
-				t.Fatalf("NewGateway(%s) error %v is not an *UnsupportedError", tt.name, err)
+				t.Fatalf("New(%s) error %v is not an *UnsupportedError", tt.name, err)
 			}
 			if ue.Path != tt.wantPath {
-				t.Errorf("NewGateway(%s) names %s, want %s (error: %v)", tt.name, ue.Path, tt.wantPath, err)
+				t.Errorf("New(%s) names %s, want %s (error: %v)", tt.name, ue.Path, tt.wantPath, err)
 			}
 		})
 	}

@@ -1,4 +1,4 @@
-package envoy
+package gateway
 
 import (
 	"bytes"
@@ -8,13 +8,15 @@ import (
 	"testing"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/tollgate-dev/tollgate/envoy"
 )
 
 // routeSplit lists the protected and the public paths of the shipped
 // route table: exact paths as "/x", prefixes as "/x/*".
 func routeSplit(t *testing.T) (protected, public []string) {
 	t.Helper()
-	b, err := LoadFile(shippedConfig)
+	b, err := envoy.LoadFile(shippedConfig)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +114,7 @@ func kind(docs []map[string]any, k, name string) map[string]any {
 // identity headers on exactly the public routes.
 func TestIstioExampleMatchesRouteTable(t *testing.T) {
 	protected, public := routeSplit(t)
-	docs := readDocs(t, "../k8s/examples/istio/authorization-policy.yaml")
+	docs := readDocs(t, "../../k8s/examples/istio/authorization-policy.yaml")
 	ap := kind(docs, "AuthorizationPolicy", "tollgate-ext-authz")
 	if ap == nil {
 		t.Fatal("no AuthorizationPolicy tollgate-ext-authz")
@@ -161,7 +163,7 @@ func TestIstioExampleMatchesRouteTable(t *testing.T) {
 	if !slices.Equal(stripped, public) {
 		t.Errorf("VirtualService strips identity headers on %v, want the public routes %v", stripped, public)
 	}
-	mesh := readDocs(t, "../k8s/examples/istio/mesh-config.yaml")
+	mesh := readDocs(t, "../../k8s/examples/istio/mesh-config.yaml")
 	if yget(mesh[0], "meshConfig", "extensionProviders", 0, "envoyExtAuthzGrpc", "failOpen") != false {
 		t.Errorf("Istio provider must fail closed (failOpen: false)")
 	}
@@ -172,7 +174,7 @@ func TestIstioExampleMatchesRouteTable(t *testing.T) {
 // the identity headers.
 func TestEnvoyGatewayExampleMatchesRouteTable(t *testing.T) {
 	protected, public := routeSplit(t)
-	docs := readDocs(t, "../k8s/examples/envoy-gateway/security-policy.yaml")
+	docs := readDocs(t, "../../k8s/examples/envoy-gateway/security-policy.yaml")
 	sp := kind(docs, "SecurityPolicy", "tollgate-ext-authz")
 	if sp == nil {
 		t.Fatal("no SecurityPolicy tollgate-ext-authz")

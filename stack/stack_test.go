@@ -22,6 +22,7 @@ import (
 
 	"github.com/tollgate-dev/tollgate/authz"
 	"github.com/tollgate-dev/tollgate/envoy"
+	"github.com/tollgate-dev/tollgate/envoy/gateway"
 	"github.com/tollgate-dev/tollgate/internal/tutorial"
 )
 
@@ -52,7 +53,12 @@ func fakeEnvoy(args []string) int {
 		fmt.Fprintf(os.Stderr, "fake envoy: %v\n", err)
 		return 1
 	}
-	g, err := envoy.NewGateway(b, envoy.Options{})
+	g, err := gateway.New(b, gateway.DefaultOptions())
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "fake envoy: %v\n", err)
+		return 1
+	}
+	l, admin, err := g.Listen()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "fake envoy: %v\n", err)
 		return 1
@@ -64,7 +70,7 @@ func fakeEnvoy(args []string) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
-	if err := g.Serve(ctx); err != nil {
+	if err := g.Serve(ctx, l, admin); err != nil {
 		fmt.Fprintf(os.Stderr, "fake envoy: %v\n", err)
 		return 1
 	}
@@ -109,18 +115,18 @@ func (b *logBuffer) String() string {
 
 // testConfig is a stack on ephemeral loopback ports in a fresh directory.
 func testConfig(t *testing.T, logs *logBuffer) Config {
-	return Config{
-		DataDir:          t.TempDir(),
-		GatewayConfig:    filepath.Join("..", "..", "envoy", "envoy.yaml"),
-		GatewayAddr:      "127.0.0.1:0",
-		GatewayAdminAddr: "127.0.0.1:0",
-		IssuerAddr:       "127.0.0.1:0",
-		BooksAddr:        "127.0.0.1:0",
-		AuthzGRPCAddr:    "127.0.0.1:0",
-		AuthzHTTPAddr:    "127.0.0.1:0",
-		Logger:           slog.New(slog.NewJSONHandler(logs, nil)),
-		ShutdownTimeout:  5 * time.Second,
-	}
+	c := DefaultConfig()
+	c.DataDir = t.TempDir()
+	c.GatewayConfig = filepath.Join("..", "envoy", "envoy.yaml")
+	c.GatewayAddr = "127.0.0.1:0"
+	c.GatewayAdminAddr = "127.0.0.1:0"
+	c.IssuerAddr = "127.0.0.1:0"
+	c.BooksAddr = "127.0.0.1:0"
+	c.AuthzGRPCAddr = "127.0.0.1:0"
+	c.AuthzHTTPAddr = "127.0.0.1:0"
+	c.Logger = slog.New(slog.NewJSONHandler(logs, nil))
+	c.ShutdownTimeout = 5 * time.Second
+	return c
 }
 
 func start(t *testing.T, cfg Config, logs *logBuffer) *Stack {
@@ -175,7 +181,7 @@ func (s slowTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 }
 
 func TestDefaultServiceAddrsAreLoopback(t *testing.T) {
-	cfg := withDefaults(Config{})
+	cfg := DefaultConfig()
 	for name, addr := range map[string]string{
 		"issuer": cfg.IssuerAddr, "books": cfg.BooksAddr, "authz gRPC": cfg.AuthzGRPCAddr, "authz HTTP": cfg.AuthzHTTPAddr,
 	} {
@@ -294,7 +300,7 @@ func TestLifecycle(t *testing.T) {
 	gateway, firstService := -1, -1
 	for i, l := range logs.lines(t)[before:] {
 		switch {
-		case l["msg"] == "gateway shutting down":
+		case l["msg"] == "shutting down" && l["component"] == "gateway":
 			gateway = i
 		case l["msg"] == "shutting down" && firstService < 0:
 			firstService = i

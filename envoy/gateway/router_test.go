@@ -1,4 +1,4 @@
-package envoy
+package gateway
 
 import (
 	"bufio"
@@ -23,6 +23,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/tollgate-dev/tollgate/envoy"
 )
 
 // logBuffer collects a gateway's JSON log lines.
@@ -56,21 +58,17 @@ func (l *logBuffer) requestFlags(t *testing.T) []string {
 }
 
 // startLoggedGateway is startGateway with the gateway's log kept.
-func startLoggedGateway(t *testing.T, b *bootstrapv3.Bootstrap, endpoints map[string]string) (*Gateway, *logBuffer) {
+func startLoggedGateway(t *testing.T, b *bootstrapv3.Bootstrap, endpoints map[string]string) (*testGateway, *logBuffer) {
 	t.Helper()
 	logs := &logBuffer{}
-	g, err := NewGateway(b, Options{
-		Logger:     slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		ListenAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", Endpoints: endpoints,
-	})
+	opts := loopbackOptions()
+	opts.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	opts.Endpoints = endpoints
+	g, err := New(b, opts)
 	if err != nil {
-		t.Fatalf("NewGateway = %v", err)
+		t.Fatalf("New = %v", err)
 	}
-	if err := g.Start(); err != nil {
-		t.Fatalf("Start = %v", err)
-	}
-	t.Cleanup(func() { g.Close() })
-	return g, logs
+	return serveGateway(t, g), logs
 }
 
 // result is one response as a client saw it, or the error it got.
@@ -102,9 +100,9 @@ func send(method, url string) result {
 // shippedWith loads envoy.yaml with one edit (see edit).
 func shippedWith(t *testing.T, old, new string) *bootstrapv3.Bootstrap {
 	t.Helper()
-	b, err := ValidateYAML(edit(t, old, new))
+	b, err := envoy.ValidateYAML(edit(t, old, new))
 	if err != nil {
-		t.Fatalf("ValidateYAML(edited) = %v", err)
+		t.Fatalf("envoy.ValidateYAML(edited) = %v", err)
 	}
 	return b
 }
@@ -121,7 +119,7 @@ func booksRouteTimeout(t *testing.T, timeout string) *bootstrapv3.Bootstrap {
 // Envoy's default 15s), the default 15s on the books routes, and the
 // circuit breakers of each cluster.
 func TestShippedTimeoutsAndBreakers(t *testing.T) {
-	b, err := LoadFile(shippedConfig)
+	b, err := envoy.LoadFile(shippedConfig)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,8 +178,8 @@ func TestRouteTimeoutConfig(t *testing.T) {
 			}
 		}
 		b := booksRouteTimeout(t, "-1s")
-		if _, err := NewGateway(b, Options{}); !isConfigError(err) || !strings.Contains(err.Error(), "routes[6].route.timeout") {
-			t.Errorf("NewGateway(timeout -1s) = %v, want a config error naming the route's timeout", err)
+		if _, err := New(b, DefaultOptions()); !isConfigError(err) || !strings.Contains(err.Error(), "routes[6].route.timeout") {
+			t.Errorf("New(timeout -1s) = %v, want a config error naming the route's timeout", err)
 		}
 	})
 	t.Run("circuit breakers", func(t *testing.T) {
@@ -540,7 +538,7 @@ func TestAuthzCircuitBreaker(t *testing.T) {
 		return allow(), nil
 	})
 	books := startUpstream(t, "books")
-	b, err := ValidateYAML(bytes.Replace(
+	b, err := envoy.ValidateYAML(bytes.Replace(
 		edit(t, "- {max_requests: 1024}", "- {max_requests: 1}"),
 		[]byte("timeout: 0.5s"), []byte("timeout: 20s"), 1)) // no timeout during the test
 	if err != nil {
@@ -592,7 +590,7 @@ func TestAuthzReconnect(t *testing.T) {
 	}
 	first := serve("127.0.0.1:0")
 	books := startUpstream(t, "books")
-	b, err := LoadFile(shippedConfig)
+	b, err := envoy.LoadFile(shippedConfig)
 	if err != nil {
 		t.Fatal(err)
 	}

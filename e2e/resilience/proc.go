@@ -16,6 +16,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/tollgate-dev/tollgate/internal/server"
 )
 
 // ErrAddrInUse is a start that failed because the process's address was
@@ -103,28 +105,33 @@ func (p *Proc) Start(ctx context.Context) error {
 
 	ctx, cancel := context.WithTimeout(ctx, ReadyTimeout)
 	defer cancel()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	var last error
-	for {
-		rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
-		last = p.ready(rctx)
-		rcancel()
-		if last == nil {
-			return nil
-		}
+	// A process that exits stops the wait at once.
+	wctx, stopWait := context.WithCancel(ctx)
+	defer stopWait()
+	go func() {
 		select {
 		case <-done:
-			tail := p.LogTail(30)
-			if strings.Contains(tail, "address already in use") {
-				// The child's only report of EADDRINUSE is its output.
-				return fmt.Errorf("%s: %w; log tail:\n%s", p.Name, ErrAddrInUse, tail)
-			}
-			return fmt.Errorf("%s exited before it was ready (%v); log tail:\n%s", p.Name, last, tail)
-		case <-ctx.Done():
-			return fmt.Errorf("%s not ready after %v: %v; log tail:\n%s", p.Name, ReadyTimeout, last, p.LogTail(30))
-		case <-tick.C:
+			stopWait()
+		case <-wctx.Done():
 		}
+	}()
+	err = server.WaitReady(wctx, p.Name, 50*time.Millisecond, func(ctx context.Context) error {
+		rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
+		defer rcancel()
+		return p.ready(rctx)
+	})
+	switch {
+	case err == nil:
+		return nil
+	case isClosed(done):
+		tail := p.LogTail(30)
+		if strings.Contains(tail, "address already in use") {
+			// The child's only report of EADDRINUSE is its output.
+			return fmt.Errorf("%s: %w; log tail:\n%s", p.Name, ErrAddrInUse, tail)
+		}
+		return fmt.Errorf("%s exited before it was ready (%v); log tail:\n%s", p.Name, err, tail)
+	default:
+		return fmt.Errorf("after %v: %w; log tail:\n%s", ReadyTimeout, err, p.LogTail(30))
 	}
 }
 

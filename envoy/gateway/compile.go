@@ -1,4 +1,4 @@
-package envoy
+package gateway
 
 import (
 	"fmt"
@@ -13,6 +13,8 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/tollgate-dev/tollgate/envoy"
 )
 
 // compiled is everything the gateway needs from a bootstrap.
@@ -106,12 +108,12 @@ func compile(b *bootstrapv3.Bootstrap, opts Options) (*compiled, error) {
 	}
 	f := l.GetFilterChains()[0].GetFilters()[0]
 	fp := lp + ".filter_chains[0].filters[0].typed_config"
-	if f.GetTypedConfig().GetTypeUrl() != typeHCM {
+	if f.GetTypedConfig().GetTypeUrl() != envoy.TypeHCM {
 		return nil, &UnsupportedError{Path: fp, Reason: "network filter " + f.GetTypedConfig().GetTypeUrl()}
 	}
 	hcm := &hcmv3.HttpConnectionManager{}
 	if err := f.GetTypedConfig().UnmarshalTo(hcm); err != nil {
-		return nil, configErrorf(fp, "%v", err)
+		return nil, envoy.ConfigErrorf(fp, "%v", err)
 	}
 	if err := c.compileHCM(hcm, fp+"[HttpConnectionManager]"); err != nil {
 		return nil, err
@@ -137,7 +139,7 @@ func duration(d *durationpb.Duration, def time.Duration) time.Duration {
 func compileCluster(cl *clusterv3.Cluster, path string) (*clusterConfig, error) {
 	cc := &clusterConfig{
 		name:           cl.GetName(),
-		http2:          clusterHTTP2(cl),
+		http2:          envoy.ClusterHTTP2(cl),
 		connectTimeout: 5 * time.Second,
 		limits:         compileThresholds(cl.GetCircuitBreakers()),
 	}
@@ -157,7 +159,7 @@ func compileCluster(cl *clusterv3.Cluster, path string) (*clusterConfig, error) 
 		}
 	}
 	if len(cc.endpoints) == 0 {
-		return nil, configErrorf(path+".load_assignment", "cluster %q has no endpoints", cc.name)
+		return nil, envoy.ConfigErrorf(path+".load_assignment", "cluster %q has no endpoints", cc.name)
 	}
 	for i, hc := range cl.GetHealthChecks() {
 		hp := fmt.Sprintf("%s.health_checks[%d]", path, i)
@@ -166,7 +168,7 @@ func compileCluster(cl *clusterv3.Cluster, path string) (*clusterConfig, error) 
 			return nil, &UnsupportedError{Path: hp, Reason: "only grpc_health_check is implemented"}
 		}
 		if !cc.http2 {
-			return nil, configErrorf(hp, "grpc_health_check on cluster %q, which does not speak HTTP/2", cc.name)
+			return nil, envoy.ConfigErrorf(hp, "grpc_health_check on cluster %q, which does not speak HTTP/2", cc.name)
 		}
 		cc.healthChecks = append(cc.healthChecks, healthCheckConfig{
 			timeout:            hc.GetTimeout().AsDuration(),
@@ -214,14 +216,14 @@ func (c *compiled) compileHCM(hcm *hcmv3.HttpConnectionManager, path string) err
 	for i, f := range hcm.GetHttpFilters() {
 		fp := fmt.Sprintf("%s.http_filters[%d].typed_config", path, i)
 		switch f.GetTypedConfig().GetTypeUrl() {
-		case typeRouter:
-		case typeExtAuthz:
+		case envoy.TypeRouter:
+		case envoy.TypeExtAuthz:
 			if c.authz != nil {
 				return &UnsupportedError{Path: fp, Reason: "a second ext_authz filter"}
 			}
 			ea := &ext_authzv3.ExtAuthz{}
 			if err := f.GetTypedConfig().UnmarshalTo(ea); err != nil {
-				return configErrorf(fp, "%v", err)
+				return envoy.ConfigErrorf(fp, "%v", err)
 			}
 			af, err := c.compileExtAuthz(f.GetName(), ea, fp+"[ExtAuthz]")
 			if err != nil {
@@ -300,7 +302,7 @@ func (c *compiled) perRoute(m map[string]*anypb.Any, path string) (*authzPerRout
 	}
 	pr := &ext_authzv3.ExtAuthzPerRoute{}
 	if err := a.UnmarshalTo(pr); err != nil {
-		return nil, configErrorf(fmt.Sprintf("%s[%q]", path, c.authz.name), "%v", err)
+		return nil, envoy.ConfigErrorf(fmt.Sprintf("%s[%q]", path, c.authz.name), "%v", err)
 	}
 	return &authzPerRoute{
 		disabled:          pr.GetDisabled(),

@@ -26,11 +26,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"google.golang.org/grpc"
-
 	"github.com/tollgate-dev/tollgate/authz"
 	"github.com/tollgate-dev/tollgate/books"
 	"github.com/tollgate-dev/tollgate/envoy"
+	"github.com/tollgate-dev/tollgate/envoy/gateway"
 	"github.com/tollgate-dev/tollgate/internal/server"
 	"github.com/tollgate-dev/tollgate/issuer"
 )
@@ -45,6 +44,7 @@ const (
 	DefaultAuthzHTTPAddr = "127.0.0.1:9002"
 	DefaultGatewayConfig = "envoy/envoy.yaml"
 	DefaultDataDir       = "data"
+	DefaultReadyTimeout  = 30 * time.Second
 	// AdminPasswordFile is the file under the data directory that holds
 	// the generated admin password.
 	AdminPasswordFile = "admin-password"
@@ -83,16 +83,15 @@ const (
 	Books  Component = "books"
 )
 
-// Config configures a Stack. The zero value of a field means its default.
+// Config configures a Stack. Start from DefaultConfig; every field is
+// then taken as it is.
 type Config struct {
 	// DataDir holds the SQLite databases, the generated signing key and
-	// the generated admin password (default "data").
+	// the generated admin password.
 	DataDir string
-	// Gateway says what runs in front of the services (default
-	// DevGateway).
+	// Gateway says what runs in front of the services.
 	Gateway GatewayMode
-	// GatewayConfig is the Envoy bootstrap the gateway runs (default
-	// "envoy/envoy.yaml"). Its clusters "issuer", "books" and "authz" are
+	// GatewayConfig is the Envoy bootstrap the gateway runs. Its clusters "issuer", "books" and "authz" are
 	// pointed at the services started here.
 	GatewayConfig string
 	// EnvoyBinary is the envoy executable for EnvoyProcess.
@@ -104,13 +103,13 @@ type Config struct {
 	// EnvoyProcess, a port 0 is not allowed: the stack must know where
 	// envoy listens.
 	GatewayAddr, GatewayAdminAddr string
-	// Service listen addresses (defaults above).
+	// Service listen addresses.
 	IssuerAddr, BooksAddr, AuthzGRPCAddr, AuthzHTTPAddr string
 	// IssuerURL is the iss claim, which authz requires too (default
 	// http://localhost:<gateway port>, or the issuer package's default
 	// with NoGateway).
 	IssuerURL string
-	// AdminName is the issuer's admin user (default "admin").
+	// AdminName is the issuer's admin user.
 	AdminName string
 	// AdminPassword is the admin's password. Empty means the one stored
 	// in <DataDir>/admin-password, generated there on first start.
@@ -118,11 +117,10 @@ type Config struct {
 	// Logger receives every component's logs, each tagged with
 	// "component" (nil discards them).
 	Logger *slog.Logger
-	// ShutdownTimeout bounds each component's graceful stop (default
-	// server.DefaultShutdownTimeout).
+	// ShutdownTimeout bounds each component's graceful stop.
 	ShutdownTimeout time.Duration
 	// ReadyTimeout bounds the wait for the stack, or a restarted
-	// component, to be ready (default 30s).
+	// component, to be ready.
 	ReadyTimeout time.Duration
 	// IssuerConfig and AuthzConfig, when set, adjust each component's
 	// configuration before every start (tests set a clock or a TTL).
@@ -171,7 +169,12 @@ type gatewayRunner interface {
 // request through the gateway reaches the issuer. On error nothing is
 // left running.
 func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
-	cfg = withDefaults(cfg)
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
@@ -274,29 +277,40 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	return st, nil
 }
 
-func withDefaults(cfg Config) Config {
-	def := func(p *string, v string) {
-		if *p == "" {
-			*p = v
+// DefaultConfig returns the configuration `tollgate up` starts from:
+// the dev gateway on envoy/envoy.yaml in front of services on the
+// contract's ports on loopback, data under ./data.
+func DefaultConfig() Config {
+	return Config{
+		DataDir:         DefaultDataDir,
+		GatewayConfig:   DefaultGatewayConfig,
+		IssuerAddr:      DefaultIssuerAddr,
+		BooksAddr:       DefaultBooksAddr,
+		AuthzGRPCAddr:   DefaultAuthzGRPCAddr,
+		AuthzHTTPAddr:   DefaultAuthzHTTPAddr,
+		AdminName:       issuer.DefaultAdminName,
+		ShutdownTimeout: server.DefaultShutdownTimeout,
+		ReadyTimeout:    DefaultReadyTimeout,
+	}
+}
+
+// validate refuses a configuration Start cannot run.
+func (cfg Config) validate() error {
+	for name, v := range map[string]string{
+		"data directory": cfg.DataDir, "issuer address": cfg.IssuerAddr, "books address": cfg.BooksAddr,
+		"authz gRPC address": cfg.AuthzGRPCAddr, "authz HTTP address": cfg.AuthzHTTPAddr, "admin name": cfg.AdminName,
+	} {
+		if v == "" {
+			return fmt.Errorf("stack: %s is required", name)
 		}
 	}
-	def(&cfg.DataDir, DefaultDataDir)
-	def(&cfg.GatewayConfig, DefaultGatewayConfig)
-	def(&cfg.IssuerAddr, DefaultIssuerAddr)
-	def(&cfg.BooksAddr, DefaultBooksAddr)
-	def(&cfg.AuthzGRPCAddr, DefaultAuthzGRPCAddr)
-	def(&cfg.AuthzHTTPAddr, DefaultAuthzHTTPAddr)
-	def(&cfg.AdminName, issuer.DefaultAdminName)
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
+	if cfg.Gateway != NoGateway && cfg.GatewayConfig == "" {
+		return errors.New("stack: a gateway config is required")
 	}
-	if cfg.ShutdownTimeout <= 0 {
-		cfg.ShutdownTimeout = server.DefaultShutdownTimeout
+	if cfg.ShutdownTimeout <= 0 || cfg.ReadyTimeout <= 0 {
+		return fmt.Errorf("stack: shutdown timeout %v and ready timeout %v must be positive", cfg.ShutdownTimeout, cfg.ReadyTimeout)
 	}
-	if cfg.ReadyTimeout <= 0 {
-		cfg.ReadyTimeout = 30 * time.Second
-	}
-	return cfg
+	return nil
 }
 
 // Addrs returns where the stack's parts listen.
@@ -488,23 +502,21 @@ func (s *service) stop(ctx context.Context) error {
 	return r.err
 }
 
-// serve runs units with server.Run until the run is cancelled, then
-// closes the service; a run that ends on its own fails the stack.
-func (st *Stack) serve(s *service, log *slog.Logger, ready func(context.Context) error, stopping func(), closeFn func() error, units ...server.Bound) *run {
+// serve runs serveFn (a service's Serve on the listeners named in
+// listeners) until the run is cancelled; a run that ends on its own
+// fails the stack.
+func (st *Stack) serve(s *service, ready func(context.Context) error, stopping func(), listeners map[string]net.Listener, serveFn func(ctx context.Context) error) *run {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &run{ready: ready, stopping: stopping, cancel: cancel, done: make(chan struct{})}
 	if s.addrs == nil {
 		s.addrs = map[string]string{}
 	}
-	for _, u := range units {
-		r.listeners = append(r.listeners, u.Name)
-		s.addrs[u.Name] = u.Listener.Addr().String()
+	for name, l := range listeners {
+		r.listeners = append(r.listeners, name)
+		s.addrs[name] = l.Addr().String()
 	}
 	go func() {
-		err := server.Run(ctx, log, st.cfg.ShutdownTimeout, stopping, units...)
-		if cerr := closeFn(); err == nil {
-			err = cerr
-		}
+		err := serveFn(ctx)
 		r.err = err
 		stopped := ctx.Err() == nil
 		close(r.done)
@@ -523,58 +535,55 @@ func (st *Stack) componentLog(name string) *slog.Logger {
 }
 
 func (st *Stack) startIssuer(ctx context.Context, s *service, ls map[string]net.Listener) (*run, error) {
-	cfg := issuer.Config{
-		DataDir:       st.cfg.DataDir,
-		DB:            filepath.Join(st.cfg.DataDir, "issuer.db"),
-		IssuerURL:     st.issuerURL,
-		AdminName:     st.cfg.AdminName,
-		AdminPassword: st.adminPass,
-	}
+	cfg := issuer.DefaultConfig()
+	cfg.DataDir = st.cfg.DataDir
+	cfg.DB = filepath.Join(st.cfg.DataDir, "issuer.db")
+	cfg.IssuerURL = st.issuerURL
+	cfg.AdminName = st.cfg.AdminName
+	cfg.AdminPassword = st.adminPass
+	cfg.ShutdownTimeout = st.cfg.ShutdownTimeout
 	if st.cfg.IssuerConfig != nil {
 		st.cfg.IssuerConfig(&cfg)
 	}
-	log := st.componentLog("issuer")
-	svc, err := issuer.New(ctx, cfg, log, server.NewRegistry())
+	svc, err := issuer.New(ctx, cfg, st.componentLog("issuer"), server.NewRegistry())
 	if err != nil {
 		return nil, fmt.Errorf("issuer: %w", err)
 	}
-	return st.serve(s, log, svc.Ready, svc.SetStopping, svc.Close,
-		server.Bound{Name: "issuer", Unit: server.NewHTTP(svc.Handler(), log), Listener: ls["issuer"]}), nil
+	l := ls["issuer"]
+	return st.serve(s, svc.Ready, svc.SetStopping, map[string]net.Listener{"issuer": l},
+		func(ctx context.Context) error { return svc.Serve(ctx, l) }), nil
 }
 
 func (st *Stack) startBooks(ctx context.Context, s *service, ls map[string]net.Listener) (*run, error) {
-	log := st.componentLog("books")
-	svc, err := books.New(ctx, books.Config{DB: filepath.Join(st.cfg.DataDir, "books.db")}, log, server.NewRegistry())
+	cfg := books.DefaultConfig()
+	cfg.DB = filepath.Join(st.cfg.DataDir, "books.db")
+	cfg.ShutdownTimeout = st.cfg.ShutdownTimeout
+	svc, err := books.New(ctx, cfg, st.componentLog("books"), server.NewRegistry())
 	if err != nil {
 		return nil, fmt.Errorf("books: %w", err)
 	}
-	return st.serve(s, log, svc.Ready, svc.SetStopping, svc.Close,
-		server.Bound{Name: "books", Unit: server.NewHTTP(svc.Handler(), log), Listener: ls["books"]}), nil
+	l := ls["books"]
+	return st.serve(s, svc.Ready, svc.SetStopping, map[string]net.Listener{"books": l},
+		func(ctx context.Context) error { return svc.Serve(ctx, l) }), nil
 }
 
 func (st *Stack) startAuthz(ctx context.Context, s *service, ls map[string]net.Listener) (*run, error) {
 	// authz reaches the issuer directly on loopback for the JWKS, while
 	// tokens name the issuer by its public URL.
-	cfg := authz.Config{
-		Issuer:    st.issuerURL,
-		JWKSURL:   "http://" + dialAddr(st.addrs.Issuer) + "/.well-known/jwks.json",
-		CacheSize: authz.DefaultCacheSize,
-		Leeway:    authz.DefaultLeeway,
-	}
+	cfg := authz.DefaultConfig()
+	cfg.Issuer = st.issuerURL
+	cfg.JWKSURL = "http://" + dialAddr(st.addrs.Issuer) + "/.well-known/jwks.json"
+	cfg.ShutdownTimeout = st.cfg.ShutdownTimeout
 	if st.cfg.AuthzConfig != nil {
 		st.cfg.AuthzConfig(&cfg)
 	}
-	log := st.componentLog("authz")
-	srv, err := authz.New(ctx, cfg, log, server.NewRegistry())
+	srv, err := authz.New(ctx, cfg, st.componentLog("authz"), server.NewRegistry())
 	if err != nil {
 		return nil, fmt.Errorf("authz: %w", err)
 	}
-	gs := grpc.NewServer(authz.ServerOptions()...)
-	srv.RegisterGRPC(gs)
-	return st.serve(s, log, srv.Ready, srv.SetStopping, srv.Close,
-		server.Bound{Name: "authz gRPC", Unit: server.GRPC{Server: gs}, Listener: ls["authz gRPC"]},
-		server.Bound{Name: "authz HTTP", Unit: server.NewHTTP(srv.HTTPHandler(), log), Listener: ls["authz HTTP"]},
-	), nil
+	gl, hl := ls["authz gRPC"], ls["authz HTTP"]
+	return st.serve(s, srv.Ready, srv.SetStopping, map[string]net.Listener{"authz gRPC": gl, "authz HTTP": hl},
+		func(ctx context.Context) error { return srv.Serve(ctx, gl, hl) }), nil
 }
 
 // endpoints are the gateway's clusters pointed at the running services.
@@ -598,27 +607,28 @@ func (st *Stack) startDevGateway() (*devGateway, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gateway config: %w", err)
 	}
-	gw, err := envoy.NewGateway(b, envoy.Options{
-		Logger:          st.componentLog("gateway"),
-		ListenAddr:      st.cfg.GatewayAddr,
-		AdminAddr:       st.cfg.GatewayAdminAddr,
-		Endpoints:       st.endpoints(),
-		ShutdownTimeout: st.cfg.ShutdownTimeout,
-	})
+	opts := gateway.DefaultOptions()
+	opts.Logger = st.componentLog("gateway")
+	opts.ListenAddr, opts.AdminAddr = st.cfg.GatewayAddr, st.cfg.GatewayAdminAddr
+	opts.Endpoints = st.endpoints()
+	opts.ShutdownTimeout = st.cfg.ShutdownTimeout
+	gw, err := gateway.New(b, opts)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
-	if err := gw.Start(); err != nil {
+	l, admin, err := gw.Listen()
+	if err != nil {
+		gw.Close()
 		return nil, err
 	}
-	st.addrs.Gateway = gw.Addr().String()
-	if a := gw.AdminAddr(); a != nil {
-		st.addrs.GatewayAdmin = a.String()
+	st.addrs.Gateway = l.Addr().String()
+	if admin != nil {
+		st.addrs.GatewayAdmin = admin.Addr().String()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &devGateway{cancel: cancel, finished: make(chan struct{})}
 	go func() {
-		d.err = gw.Serve(ctx)
+		d.err = gw.Serve(ctx, l, admin)
 		close(d.finished)
 	}()
 	return d, nil
@@ -663,17 +673,7 @@ func (st *Stack) probeGateway(ctx context.Context) error {
 // waitReady polls ready until it passes or ctx ends, returning the last
 // reason it failed.
 func waitReady(ctx context.Context, name string, ready func(context.Context) error) error {
-	var last error
-	for {
-		if last = ready(ctx); last == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s not ready: %w", name, last)
-		case <-time.After(25 * time.Millisecond):
-		}
-	}
+	return server.WaitReady(ctx, name, 25*time.Millisecond, ready)
 }
 
 // dialAddr turns a listen address into one to connect to: an unspecified

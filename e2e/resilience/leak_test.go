@@ -19,6 +19,7 @@ import (
 	"github.com/tollgate-dev/tollgate/authz"
 	"github.com/tollgate-dev/tollgate/books"
 	"github.com/tollgate-dev/tollgate/envoy"
+	"github.com/tollgate-dev/tollgate/envoy/gateway"
 	"github.com/tollgate-dev/tollgate/internal/server"
 	"github.com/tollgate-dev/tollgate/issuer"
 )
@@ -37,10 +38,10 @@ func TestNoLeaks(t *testing.T) {
 		if _, _, err := issuer.GenerateKeyFile(filepath.Join(dir, "keys"), issuer.ES256); err != nil {
 			t.Fatal(err)
 		}
-		svc, err := issuer.New(ctx, issuer.Config{
-			DataDir: dir, KeyDir: filepath.Join(dir, "keys"), KeyPollInterval: 10 * time.Millisecond,
-			IssuerURL: IssuerURL, AdminPassword: "an admin password", JWKSMaxAge: time.Second,
-		}, quiet, server.NewRegistry())
+		cfg := issuer.DefaultConfig()
+		cfg.DataDir, cfg.DB, cfg.KeyDir, cfg.KeyPollInterval = dir, filepath.Join(dir, "issuer.db"), filepath.Join(dir, "keys"), 10*time.Millisecond
+		cfg.IssuerURL, cfg.AdminPassword, cfg.JWKSMaxAge = IssuerURL, "an admin password", time.Second
+		svc, err := issuer.New(ctx, cfg, quiet, server.NewRegistry())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -71,7 +72,9 @@ func TestNoLeaks(t *testing.T) {
 
 	t.Run("books", func(t *testing.T) {
 		defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-		svc, err := books.New(ctx, books.Config{DB: filepath.Join(t.TempDir(), "books.db")}, quiet, server.NewRegistry())
+		cfg := books.DefaultConfig()
+		cfg.DB = filepath.Join(t.TempDir(), "books.db")
+		svc, err := books.New(ctx, cfg, quiet, server.NewRegistry())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -97,10 +100,10 @@ func TestNoLeaks(t *testing.T) {
 		defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 		url, stopIssuer := startIssuer(t)
 		defer stopIssuer()
-		srv, err := authz.New(ctx, authz.Config{
-			Issuer: IssuerURL, JWKSURL: url + "/.well-known/jwks.json", CacheSize: 100,
-			MinRefresh: 10 * time.Millisecond, MaxRefresh: 20 * time.Millisecond,
-		}, quiet, server.NewRegistry())
+		cfg := authz.DefaultConfig()
+		cfg.Issuer, cfg.JWKSURL, cfg.CacheSize = IssuerURL, url+"/.well-known/jwks.json", 100
+		cfg.MinRefresh, cfg.MaxRefresh = 10*time.Millisecond, 20*time.Millisecond
+		srv, err := authz.New(ctx, cfg, quiet, server.NewRegistry())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -162,17 +165,21 @@ func TestNoLeaks(t *testing.T) {
 			l.Close()
 			return a
 		}
-		g, err := envoy.NewGateway(b, envoy.Options{
-			ListenAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
-			Endpoints: map[string]string{"issuer": dead(), "books": dead(), "authz": dead()},
-		})
+		opts := gateway.DefaultOptions()
+		opts.ListenAddr, opts.AdminAddr = "127.0.0.1:0", "127.0.0.1:0"
+		opts.Endpoints = map[string]string{"issuer": dead(), "books": dead(), "authz": dead()}
+		g, err := gateway.New(b, opts)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := g.Start(); err != nil {
+		l, adminL, err := g.Listen()
+		if err != nil {
 			t.Fatal(err)
 		}
-		c := NewAPIClient("http://" + g.Addr().String())
+		gctx, stop := context.WithCancel(ctx)
+		served := make(chan error, 1)
+		go func() { served <- g.Serve(gctx, l, adminL) }()
+		c := NewAPIClient("http://" + l.Addr().String())
 		defer c.HTTP.CloseIdleConnections()
 		for _, rq := range []struct {
 			method, path string
@@ -186,13 +193,14 @@ func TestNoLeaks(t *testing.T) {
 				t.Error(err)
 			}
 		}
-		admin := NewAPIClient("http://" + g.AdminAddr().String())
+		admin := NewAPIClient("http://" + adminL.Addr().String())
 		defer admin.HTTP.CloseIdleConnections()
 		if _, err := admin.do(ctx, http.MethodGet, "/ready", nil, nil, nil, http.StatusOK); err != nil {
 			t.Error(err)
 		}
-		if err := g.Close(); err != nil {
-			t.Errorf("gateway Close: %v", err)
+		stop()
+		if err := <-served; err != nil {
+			t.Errorf("gateway Serve = %v, want nil after its context ended", err)
 		}
 	})
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/tollgate-dev/tollgate/envoy"
+	"github.com/tollgate-dev/tollgate/envoy/gateway"
 )
 
 // TestStack checks the harness itself: the four processes come up wired
@@ -99,9 +100,11 @@ func TestWriteGatewayConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := envoy.NewGateway(b, envoy.Options{}); err != nil {
-		t.Fatalf("NewGateway(edited bootstrap): %v", err)
+	g, err := gateway.New(b, gateway.DefaultOptions())
+	if err != nil {
+		t.Fatalf("gateway.New(edited bootstrap): %v", err)
 	}
+	g.Close()
 	if err := WriteGatewayConfig(filepath.Join(root, "envoy", "envoy.yaml"), dst, GatewayConfig{Endpoints: map[string]string{"nope": "127.0.0.1:1"}}); err == nil {
 		t.Error("WriteGatewayConfig(unknown cluster) = nil, want an error")
 	}

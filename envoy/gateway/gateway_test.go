@@ -1,4 +1,4 @@
-package envoy
+package gateway
 
 import (
 	"bufio"
@@ -24,6 +24,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/tollgate-dev/tollgate/envoy"
 )
 
 // fakeAuthz is an ext_authz gRPC server whose answer a test chooses.
@@ -135,7 +137,7 @@ func (u *upstreamRecorder) addr() string { return strings.TrimPrefix(u.srv.URL, 
 // harness runs the shipped envoy.yaml in the gateway, with the issuer,
 // books and authz clusters pointed at in-process fakes.
 type harness struct {
-	gw            *Gateway
+	gw            *testGateway
 	addr          string
 	authz         *fakeAuthz
 	issuer, books *upstreamRecorder
@@ -144,7 +146,7 @@ type harness struct {
 func newHarness(t *testing.T) *harness {
 	t.Helper()
 	h := &harness{authz: startFakeAuthz(t), issuer: startUpstream(t, "issuer"), books: startUpstream(t, "books")}
-	b, err := LoadFile(shippedConfig)
+	b, err := envoy.LoadFile(shippedConfig)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,17 +155,57 @@ func newHarness(t *testing.T) *harness {
 	return h
 }
 
-func startGateway(t *testing.T, b *bootstrapv3.Bootstrap, endpoints map[string]string) *Gateway {
+func startGateway(t *testing.T, b *bootstrapv3.Bootstrap, endpoints map[string]string) *testGateway {
 	t.Helper()
-	g, err := NewGateway(b, Options{ListenAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", Endpoints: endpoints})
+	opts := loopbackOptions()
+	opts.Endpoints = endpoints
+	g, err := New(b, opts)
 	if err != nil {
-		t.Fatalf("NewGateway = %v", err)
+		t.Fatalf("New = %v", err)
 	}
-	if err := g.Start(); err != nil {
-		t.Fatalf("Start = %v", err)
+	return serveGateway(t, g)
+}
+
+// loopbackOptions are DefaultOptions with the listener and the admin
+// interface on ephemeral loopback ports.
+func loopbackOptions() Options {
+	opts := DefaultOptions()
+	opts.ListenAddr, opts.AdminAddr = "127.0.0.1:0", "127.0.0.1:0"
+	return opts
+}
+
+// testGateway is a Gateway served for one test, with its addresses.
+type testGateway struct {
+	*Gateway
+	addr, admin net.Addr
+}
+
+func (g *testGateway) Addr() net.Addr      { return g.addr }
+func (g *testGateway) AdminAddr() net.Addr { return g.admin }
+
+// serveGateway serves g until the test ends, and waits for Serve to
+// return then.
+func serveGateway(t *testing.T, g *Gateway) *testGateway {
+	t.Helper()
+	l, admin, err := g.Listen()
+	if err != nil {
+		g.Close()
+		t.Fatalf("Listen = %v", err)
 	}
-	t.Cleanup(func() { g.Close() })
-	return g
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- g.Serve(ctx, l, admin) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-served; err != nil {
+			t.Errorf("Serve = %v, want nil after cancel", err)
+		}
+	})
+	tg := &testGateway{Gateway: g, addr: l.Addr()}
+	if admin != nil {
+		tg.admin = admin.Addr()
+	}
+	return tg
 }
 
 func (h *harness) reset() {
@@ -515,7 +557,7 @@ func TestFailClosed(t *testing.T) {
 	}
 
 	t.Run("authz unreachable", func(t *testing.T) {
-		b, err := LoadFile(shippedConfig)
+		b, err := envoy.LoadFile(shippedConfig)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -818,7 +860,7 @@ func TestOKMutations(t *testing.T) {
 func TestContextExtensionsMerge(t *testing.T) {
 	authz := startFakeAuthz(t)
 	backend := startUpstream(t, "backend")
-	b, err := LoadFile("testdata/merge.yaml")
+	b, err := envoy.LoadFile("testdata/merge.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -924,7 +966,7 @@ func TestCodecRejections(t *testing.T) {
 // local reply after the check passed (router behaviour).
 func TestUpstreamUnavailable(t *testing.T) {
 	authz := startFakeAuthz(t)
-	b, err := LoadFile(shippedConfig)
+	b, err := envoy.LoadFile(shippedConfig)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -948,7 +990,7 @@ func TestStreaming(t *testing.T) {
 	}))
 	defer up.Close()
 	defer close(release)
-	b, err := LoadFile(shippedConfig)
+	b, err := envoy.LoadFile(shippedConfig)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -986,23 +1028,26 @@ func TestServeStopsGracefully(t *testing.T) {
 		io.WriteString(w, "done")
 	}))
 	defer slow.Close()
-	b, err := LoadFile(shippedConfig)
+	b, err := envoy.LoadFile(shippedConfig)
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := NewGateway(b, Options{ListenAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", Endpoints: map[string]string{"authz": authz.addr, "books": strings.TrimPrefix(slow.URL, "http://")}})
+	opts := loopbackOptions()
+	opts.Endpoints = map[string]string{"authz": authz.addr, "books": strings.TrimPrefix(slow.URL, "http://")}
+	g, err := New(b, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := g.Start(); err != nil {
+	l, admin, err := g.Listen()
+	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
-	go func() { served <- g.Serve(ctx) }()
+	go func() { served <- g.Serve(ctx, l, admin) }()
 	got := make(chan string, 1)
 	go func() {
-		resp, err := http.Get("http://" + g.Addr().String() + "/books")
+		resp, err := http.Get("http://" + l.Addr().String() + "/books")
 		if err != nil {
 			got <- err.Error()
 			return
@@ -1033,7 +1078,7 @@ func TestResponsePassThrough(t *testing.T) {
 		io.WriteString(w, "<html>not sniffed</html>")
 	}))
 	defer up.Close()
-	b, err := LoadFile(shippedConfig)
+	b, err := envoy.LoadFile(shippedConfig)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package envoy
+package gateway
 
 import (
 	"fmt"
@@ -8,6 +8,8 @@ import (
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+
+	"github.com/tollgate-dev/tollgate/envoy"
 )
 
 // routeTable is a compiled RouteConfiguration.
@@ -107,7 +109,7 @@ func compileStringMatcher(m *matcherv3.StringMatcher, path string) (*stringMatch
 	case *matcherv3.StringMatcher_SafeRegex:
 		re, err := compileRegex(p.SafeRegex.GetRegex())
 		if err != nil {
-			return nil, configErrorf(path+".safe_regex.regex", "%v", err)
+			return nil, envoy.ConfigErrorf(path+".safe_regex.regex", "%v", err)
 		}
 		sm.kind, sm.re = strRegex, re
 	default:
@@ -153,7 +155,7 @@ func compileRoute(r *routev3.Route, path string) (*route, error) {
 	case *routev3.RouteMatch_SafeRegex:
 		re, err := compileRegex(p.SafeRegex.GetRegex())
 		if err != nil {
-			return nil, configErrorf(path+".match.safe_regex.regex", "%v", err)
+			return nil, envoy.ConfigErrorf(path+".match.safe_regex.regex", "%v", err)
 		}
 		rm.kind, rm.re = matchRegex, re
 	default:
@@ -191,7 +193,7 @@ func compileRoute(r *routev3.Route, path string) (*route, error) {
 		out.timeout = defaultRouteTimeout
 		if t := a.Route.GetTimeout(); t != nil {
 			if err := t.CheckValid(); err != nil || t.AsDuration() < 0 {
-				return nil, configErrorf(path+".route.timeout", "a route timeout must be a valid duration of 0 (no timeout) or more")
+				return nil, envoy.ConfigErrorf(path+".route.timeout", "a route timeout must be a valid duration of 0 (no timeout) or more")
 			}
 			out.timeout = t.AsDuration()
 		}

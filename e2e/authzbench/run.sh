@@ -7,6 +7,6 @@ cd "$(dirname "$0")/../.."
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 go build -o "$out/tollgate" ./cmd/tollgate
-go build -o "$out/bench" ./authz/bench
+go build -o "$out/bench" ./e2e/authzbench
 (cd tools/ghz && go build -o "$out/ghz" github.com/bojand/ghz/cmd/ghz)
 "$out/bench" -tollgate "$out/tollgate" -ghz "$out/ghz" "$@"
