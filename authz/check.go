@@ -191,18 +191,18 @@ type denial struct {
 	code      codes.Code
 	challenge string // WWW-Authenticate, if any
 	message   string
-	body      string // {"message": message}
+	body      string // {"message": message} and a newline, like every JSON body
 }
 
 var (
 	denyNoToken = denial{401, codes.Unauthenticated, `Bearer realm="` + Realm + `"`,
-		"a valid token is missing", `{"message":"a valid token is missing"}`}
+		"a valid token is missing", `{"message":"a valid token is missing"}`+"\n"}
 	denyInvalid = denial{401, codes.Unauthenticated, `Bearer realm="` + Realm + `", error="invalid_token"`,
-		"token is invalid", `{"message":"token is invalid"}`}
+		"token is invalid", `{"message":"token is invalid"}`+"\n"}
 	denyForbidden = denial{403, codes.PermissionDenied, `Bearer realm="` + Realm + `", error="insufficient_scope"`,
-		"insufficient permissions", `{"message":"insufficient permissions"}`}
+		"insufficient permissions", `{"message":"insufficient permissions"}`+"\n"}
 	denyUnavailable = denial{503, codes.Unavailable, "",
-		"authorization is unavailable", `{"message":"authorization is unavailable"}`}
+		"authorization is unavailable", `{"message":"authorization is unavailable"}`+"\n"}
 )
 
 // retryAfter is the Retry-After a 503 denial suggests, in seconds.

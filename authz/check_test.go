@@ -74,7 +74,7 @@ func wantDeny(rpcCode int32, httpCode typev3.StatusCode, first *corev3.HeaderVal
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
 			Status:  &typev3.HttpStatus{Code: httpCode},
 			Headers: []*corev3.HeaderValueOption{first, setHeader("content-type", "application/json")},
-			Body:    `{"message":"` + msg + `"}`,
+			Body:    `{"message":"` + msg + `"}` + "\n", // like every JSON body, and like forward-auth
 		}},
 	}
 }

@@ -86,8 +86,8 @@ func parseExt(s string) map[string]string {
 
 var denialBodies = map[int32]string{
 	16: "", // two possible bodies, checked below
-	7:  `{"message":"insufficient permissions"}`,
-	14: `{"message":"authorization is unavailable"}`,
+	7:  `{"message":"insufficient permissions"}`+"\n",
+	14: `{"message":"authorization is unavailable"}`+"\n",
 }
 
 // FuzzCheck feeds arbitrary token header values and policies through
@@ -176,7 +176,7 @@ func FuzzCheck(f *testing.F) {
 			t.Fatalf("denied with status %d, want 16, 7 or 14", code)
 		}
 		if code == 16 {
-			if d.GetBody() != `{"message":"token is invalid"}` && d.GetBody() != `{"message":"a valid token is missing"}` {
+			if d.GetBody() != `{"message":"token is invalid"}`+"\n" && d.GetBody() != `{"message":"a valid token is missing"}`+"\n" {
 				t.Fatalf("401 body %q", d.GetBody())
 			}
 		} else if d.GetBody() != want {

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"google.golang.org/protobuf/proto"
 )
 
 const shippedConfig = "envoy.yaml"
@@ -194,4 +196,28 @@ func TestLoadFileMissing(t *testing.T) {
 func isConfigError(err error) bool {
 	var ce *ConfigError
 	return errors.As(err, &ce)
+}
+
+func TestLoadBuiltIn(t *testing.T) {
+	onDisk, err := os.ReadFile(shippedConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(ShippedYAML()) != string(onDisk) {
+		t.Fatalf("ShippedYAML differs from %s", shippedConfig)
+	}
+	b, err := Load("")
+	if err != nil {
+		t.Fatalf(`Load("") = %v`, err)
+	}
+	want, err := LoadFile(shippedConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !proto.Equal(b, want) {
+		t.Error(`Load("") is not the shipped bootstrap`)
+	}
+	if _, err := Load(filepath.Join(t.TempDir(), "nope.yaml")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Load(missing file) = %v, want the file's error, not the built-in bootstrap", err)
+	}
 }

@@ -355,7 +355,7 @@ func (s *Service) ensureAdmin(ctx context.Context) error {
 	if err := s.users.setPassword(ctx, name, uuid.NewString(), hash, s.cfg.Now()); err != nil {
 		return err
 	}
-	s.log.Info("admin user password set from configuration", "user", name)
+	s.log.Info("admin user's password set", "user", name)
 	return nil
 }
 

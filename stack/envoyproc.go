@@ -30,16 +30,16 @@ const EnvoyBootstrapFile = "envoy-bootstrap.json"
 // the gateway would and writes it under the data directory. It records
 // the gateway's addresses in st.addrs.
 func (st *Stack) writeEnvoyBootstrap() (string, error) {
-	b, err := envoy.LoadFile(st.cfg.GatewayConfig)
+	b, err := envoy.Load(st.gatewayConfigName())
 	if err != nil {
 		return "", fmt.Errorf("gateway config: %w", err)
 	}
 	listeners := b.GetStaticResources().GetListeners()
 	if len(listeners) != 1 || listeners[0].GetAddress().GetSocketAddress() == nil {
-		return "", fmt.Errorf("gateway config %s: want exactly one listener with a socket address, for the stack to know where envoy listens", st.cfg.GatewayConfig)
+		return "", fmt.Errorf("gateway config %s: want exactly one listener with a socket address, for the stack to know where envoy listens", st.gatewayConfigName())
 	}
 	if st.cfg.GatewayAdminAddr != "" && b.Admin == nil {
-		return "", fmt.Errorf("gateway config %s has no admin section to move", st.cfg.GatewayConfig)
+		return "", fmt.Errorf("gateway config %s has no admin section to move", st.gatewayConfigName())
 	}
 	if err := envoy.Relocate(b, envoy.Addresses{Listen: st.cfg.GatewayAddr, Admin: st.cfg.GatewayAdminAddr, Endpoints: st.endpoints()}); err != nil {
 		return "", fmt.Errorf("gateway config %s: %w", st.cfg.GatewayConfig, err)
@@ -175,3 +175,11 @@ func (p *envoyProcess) kill() {
 }
 
 func (p *envoyProcess) done() <-chan struct{} { return p.finished }
+
+// gatewayConfigName names the bootstrap in errors and the banner.
+func (st *Stack) gatewayConfigName() string {
+	if st.cfg.GatewayConfig == "" {
+		return envoy.ShippedName
+	}
+	return st.cfg.GatewayConfig
+}

@@ -42,7 +42,6 @@ const (
 	DefaultBooksAddr     = "127.0.0.1:8082"
 	DefaultAuthzGRPCAddr = "127.0.0.1:9001"
 	DefaultAuthzHTTPAddr = "127.0.0.1:9002"
-	DefaultGatewayConfig = "envoy/envoy.yaml"
 	DefaultDataDir       = "data"
 	DefaultReadyTimeout  = 30 * time.Second
 	// AdminPasswordFile is the file under the data directory that holds
@@ -91,8 +90,9 @@ type Config struct {
 	DataDir string
 	// Gateway says what runs in front of the services.
 	Gateway GatewayMode
-	// GatewayConfig is the Envoy bootstrap the gateway runs. Its clusters "issuer", "books" and "authz" are
-	// pointed at the services started here.
+	// GatewayConfig is the Envoy bootstrap file the gateway runs; empty
+	// means the envoy.yaml built into the binary. Its clusters "issuer",
+	// "books" and "authz" are pointed at the services started here.
 	GatewayConfig string
 	// EnvoyBinary is the envoy executable for EnvoyProcess.
 	EnvoyBinary string
@@ -182,6 +182,9 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	st.adminPass, st.adminFile, err = adminPassword(cfg.DataDir, cfg.AdminPassword)
 	if err != nil {
 		return nil, err
+	}
+	if st.adminFile != "" {
+		st.log.Info("the admin password is kept in a file, generated on first start", "user", cfg.AdminName, "file", st.adminFile)
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.ReadyTimeout)
 	defer cancel()
@@ -278,12 +281,11 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 }
 
 // DefaultConfig returns the configuration `tollgate up` starts from:
-// the dev gateway on envoy/envoy.yaml in front of services on the
+// the dev gateway on the built-in envoy.yaml in front of services on the
 // contract's ports on loopback, data under ./data.
 func DefaultConfig() Config {
 	return Config{
 		DataDir:         DefaultDataDir,
-		GatewayConfig:   DefaultGatewayConfig,
 		IssuerAddr:      DefaultIssuerAddr,
 		BooksAddr:       DefaultBooksAddr,
 		AuthzGRPCAddr:   DefaultAuthzGRPCAddr,
@@ -303,9 +305,6 @@ func (cfg Config) validate() error {
 		if v == "" {
 			return fmt.Errorf("stack: %s is required", name)
 		}
-	}
-	if cfg.Gateway != NoGateway && cfg.GatewayConfig == "" {
-		return errors.New("stack: a gateway config is required")
 	}
 	if cfg.ShutdownTimeout <= 0 || cfg.ReadyTimeout <= 0 {
 		return fmt.Errorf("stack: shutdown timeout %v and ready timeout %v must be positive", cfg.ShutdownTimeout, cfg.ReadyTimeout)
@@ -603,7 +602,7 @@ type devGateway struct {
 }
 
 func (st *Stack) startDevGateway() (*devGateway, error) {
-	b, err := envoy.LoadFile(st.cfg.GatewayConfig)
+	b, err := envoy.Load(st.cfg.GatewayConfig)
 	if err != nil {
 		return nil, fmt.Errorf("gateway config: %w", err)
 	}

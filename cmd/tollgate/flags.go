@@ -1,8 +1,10 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strings"
@@ -50,14 +52,52 @@ func (f *flagSet) Duration(p *time.Duration, name, env string, def time.Duration
 	f.bind(name, env)
 }
 
+// Repeated registers a flag that may be given several times, each value
+// appended to *p; its environment variable holds the values separated by
+// commas.
+func (f *flagSet) Repeated(p *[]string, name, env, usage string) {
+	f.Var((*repeated)(p), name, usage)
+	f.bind(name, env)
+}
+
+// repeated is a flag.Value that collects every value it is set to.
+type repeated []string
+
+func (r *repeated) String() string { return strings.Join(*r, ",") }
+
+func (r *repeated) Set(v string) error {
+	for _, item := range strings.Split(v, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			*r = append(*r, item)
+		}
+	}
+	return nil
+}
+
+// usageError is a command line that cannot be used: main prints it
+// with a pointer to the usage and exits 2.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
 // parse parses args, then fills every flag not given on the command line
-// from its environment variable; a bad value in either is an error.
+// from its environment variable; a bad value in either is a usageError.
+// -h prints the usage to stdout and returns flag.ErrHelp.
 func (f *flagSet) parse(args []string) error {
-	if err := f.Parse(args); err != nil {
+	f.SetOutput(io.Discard) // main prints errors, once
+	err := f.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		f.SetOutput(os.Stdout)
+		f.Usage()
 		return err
 	}
+	if err != nil {
+		return usageError{err}
+	}
+	f.SetOutput(os.Stderr)
 	if f.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments: %s", strings.Join(f.Args(), " "))
+		return usageError{fmt.Errorf("unexpected arguments: %s", strings.Join(f.Args(), " "))}
 	}
 	set := map[string]bool{}
 	f.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
@@ -67,7 +107,7 @@ func (f *flagSet) parse(args []string) error {
 		}
 		if v, ok := os.LookupEnv(env); ok {
 			if err := f.Set(name, v); err != nil {
-				return fmt.Errorf("$%s: %w", env, err)
+				return usageError{fmt.Errorf("$%s: %w", env, err)}
 			}
 		}
 	}

@@ -212,6 +212,11 @@ func runKeygen(args []string) error {
 	if err := fs.parse(args); err != nil {
 		return err
 	}
+	// A typo in -out must not quietly create a directory the issuer never
+	// reads.
+	if fi, err := os.Stat(out); err != nil || !fi.IsDir() {
+		return usageError{fmt.Errorf("-out %s is not an existing directory", out)}
+	}
 	path, kid, err := issuer.GenerateKeyFile(out, alg)
 	if err != nil {
 		return err

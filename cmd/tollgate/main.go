@@ -35,10 +35,16 @@ func commands() map[string]command {
 		"issuer":  {"run the token service (accounts, login, JWKS)", runIssuer},
 		"authz":   {"run the Envoy ext_authz server (gRPC Check and HTTP forward-auth)", runAuthz},
 		"books":   {"run the books backend", runBooks},
-		"gateway": {"run the dev gateway: a Go stand-in for Envoy that loads envoy.yaml", runGateway},
+		"gateway": {"run the dev gateway: a Go stand-in for Envoy that serves envoy.yaml", runGateway},
 		"up":      {"run the whole stack on this machine", runUp},
 		"version": {"print the version", runVersion},
+		"help":    {"print a command's usage: tollgate help COMMAND", runHelp},
 	}
+}
+
+// subcommands are listed with the commands they belong to.
+var subcommands = map[string][]string{
+	"issuer": {"issuer keygen   write a new signing key file, for rotation"},
 }
 
 func usage(w io.Writer) {
@@ -50,37 +56,68 @@ func usage(w io.Writer) {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		fmt.Fprintf(w, "  %-8s %s\n", n, cmds[n].summary)
+		fmt.Fprintf(w, "  %-15s %s\n", n, cmds[n].summary)
+		for _, sub := range subcommands[n] {
+			fmt.Fprintf(w, "  %s\n", sub)
+		}
 	}
-	fmt.Fprintf(w, "\nRun 'tollgate <command> -h' for a command's flags. Every flag can also be set\nwith the environment variable shown beside it.\n")
+	fmt.Fprintf(w, "\nRun 'tollgate help <command>' or 'tollgate <command> -h' for a command's flags.\nEvery flag can also be set with the environment variable shown beside it.\n")
 }
 
 func main() {
-	if len(os.Args) < 2 {
-		usage(os.Stderr)
-		os.Exit(2)
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run is the whole command line: it returns the exit status, 0 for
+// success and for help, 2 for a command line it cannot use, 1 for a
+// failure. Errors are printed here, once; help goes to stdout.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return 2
 	}
-	name := os.Args[1]
-	if name == "-h" || name == "--help" || name == "help" {
-		usage(os.Stdout)
-		return
+	name := args[0]
+	switch name {
+	case "-h", "-help", "--help":
+		usage(stdout)
+		return 0
+	case "-v", "-version", "--version":
+		name, args = "version", args[:1]
 	}
 	cmd, ok := commands()[name]
 	if !ok {
-		fmt.Fprintf(os.Stderr, "tollgate: unknown command %q\n\n", name)
-		usage(os.Stderr)
-		os.Exit(2)
+		fmt.Fprintf(stderr, "tollgate: unknown command %q\n\n", name)
+		usage(stderr)
+		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := cmd.run(ctx, os.Args[2:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return
-		}
-		fmt.Fprintf(os.Stderr, "tollgate %s: %v\n", name, err)
-		stop()
-		os.Exit(1)
+	err := cmd.run(ctx, args[1:])
+	var ue usageError
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "tollgate %s: %v\nRun 'tollgate help %s' for usage.\n", name, ue.err, name)
+		return 2
+	default:
+		fmt.Fprintf(stderr, "tollgate %s: %v\n", name, err)
+		return 1
 	}
+}
+
+// runHelp prints a command's usage to stdout, as `COMMAND -h` does.
+func runHelp(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		usage(os.Stdout)
+		return nil
+	}
+	name := args[0]
+	cmd, ok := commands()[name]
+	if !ok || name == "help" {
+		return usageError{fmt.Errorf("unknown command %q", name)}
+	}
+	return cmd.run(ctx, append(args[1:], "-h"))
 }
 
 func versionString() string {
@@ -101,6 +138,10 @@ func versionString() string {
 }
 
 func runVersion(ctx context.Context, args []string) error {
-	fmt.Println(versionString())
+	fs := newFlagSet("version")
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	fmt.Fprintln(os.Stdout, versionString())
 	return nil
 }

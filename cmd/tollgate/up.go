@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tollgate-dev/tollgate/envoy"
 	"github.com/tollgate-dev/tollgate/internal/server"
 	"github.com/tollgate-dev/tollgate/issuer"
 	"github.com/tollgate-dev/tollgate/stack"
@@ -41,7 +42,7 @@ func (f *upFlags) register(fs *flagSet) {
 	fs.String(&f.dataDir, "data-dir", "TOLLGATE_DATA_DIR", "./data", "data directory: SQLite databases, generated signing key and admin password")
 	fs.Bool(&f.noGateway, "no-gateway", "TOLLGATE_NO_GATEWAY", false, "start only issuer, authz and books, for an Envoy you run yourself (envoy -c envoy/envoy.yaml)")
 	fs.Bool(&f.useEnvoy, "envoy", "TOLLGATE_USE_ENVOY", false, "run a real envoy from PATH as the gateway instead of the dev gateway")
-	fs.String(&f.gatewayConfig, "gateway-config", "TOLLGATE_GATEWAY_CONFIG", stack.DefaultGatewayConfig, "Envoy bootstrap the gateway runs; its clusters issuer, books and authz are pointed at the services")
+	fs.String(&f.gatewayConfig, "gateway-config", "TOLLGATE_GATEWAY_CONFIG", "", "Envoy bootstrap file the gateway runs (default: the envoy.yaml built into this binary); its clusters issuer, books and authz are pointed at the services")
 	fs.String(&f.gatewayAddr, "gateway-addr", "TOLLGATE_GATEWAY_ADDR", "", "gateway listen address (default: the listener in -gateway-config, 0.0.0.0:8080)")
 	fs.String(&f.gatewayAdminAddr, "gateway-admin-addr", "TOLLGATE_GATEWAY_ADMIN_ADDR", "", "gateway admin address (default: the admin address in -gateway-config, 127.0.0.1:9901)")
 	fs.String(&f.issuerAddr, "issuer-addr", "TOLLGATE_ISSUER_ADDR", stack.DefaultIssuerAddr, "issuer listen address (loopback: only the gateway should reach it)")
@@ -83,9 +84,6 @@ func (f *upFlags) config() (stack.Config, error) {
 		cfg.EnvoyBinary = p
 		cfg.EnvoyOutput = os.Stderr
 	}
-	if f.gatewayConfig == "" {
-		return cfg, errors.New("-gateway-config must not be empty")
-	}
 	if f.shutdownTimeout <= 0 {
 		return cfg, fmt.Errorf("-shutdown-timeout must be positive, not %v", f.shutdownTimeout)
 	}
@@ -110,8 +108,8 @@ func runUp(ctx context.Context, args []string) error {
 		return err
 	}
 	if cfg.Gateway != stack.NoGateway {
-		if _, err := os.Stat(cfg.GatewayConfig); errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("gateway config %s not found: run from the repository root or pass -gateway-config", cfg.GatewayConfig)
+		if _, err := os.Stat(cfg.GatewayConfig); cfg.GatewayConfig != "" && errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("gateway config %s not found (leave -gateway-config out to use the built-in envoy.yaml)", cfg.GatewayConfig)
 		}
 	}
 	cfg.Logger = log
@@ -138,21 +136,29 @@ func runUp(ctx context.Context, args []string) error {
 	return nil
 }
 
+// The user the banner's "Try:" registers: not the tutorial's alain, so
+// that the README's tutorial still starts on a fresh name.
+const tryName, tryPassword = "reader", "reader-likes-books"
+
 // printBanner says where everything listens and what to try first.
 func printBanner(w io.Writer, st *stack.Stack, cfg stack.Config) {
 	a := st.Addrs()
 	name, _ := st.Admin()
 	fmt.Fprintf(w, "Tollgate is up (data in %s).\n\n", cfg.DataDir)
+	bootstrap := cfg.GatewayConfig
+	if bootstrap == "" {
+		bootstrap = envoy.ShippedName
+	}
 	base := ""
 	switch cfg.Gateway {
 	case stack.DevGateway:
 		base = "http://localhost:" + port(a.Gateway)
-		fmt.Fprintf(w, "  gateway        %s  (dev gateway running %s; admin on %s)\n", base, cfg.GatewayConfig, a.GatewayAdmin)
+		fmt.Fprintf(w, "  gateway        %s  (dev gateway running %s; admin on %s)\n", base, bootstrap, a.GatewayAdmin)
 	case stack.EnvoyProcess:
 		base = "http://localhost:" + port(a.Gateway)
-		fmt.Fprintf(w, "  gateway        %s  (envoy running %s; admin on %s)\n", base, cfg.GatewayConfig, a.GatewayAdmin)
+		fmt.Fprintf(w, "  gateway        %s  (envoy running %s; admin on %s)\n", base, bootstrap, a.GatewayAdmin)
 	default:
-		fmt.Fprintf(w, "  gateway        none: run Envoy yourself, for example envoy -c %s\n", cfg.GatewayConfig)
+		fmt.Fprintf(w, "  gateway        none: run Envoy yourself, for example envoy -c envoy/envoy.yaml\n")
 	}
 	fmt.Fprintf(w, "  issuer         http://%s  (tokens say iss %s)\n", a.Issuer, st.IssuerURL())
 	fmt.Fprintf(w, "  books          http://%s\n", a.Books)
@@ -164,8 +170,8 @@ func printBanner(w io.Writer, st *stack.Stack, cfg stack.Config) {
 	}
 	if base != "" {
 		fmt.Fprintf(w, "Try:\n")
-		fmt.Fprintf(w, "  curl -s -X POST %s/register -H 'Content-Type: application/json' -d '{\"name\": \"alain\", \"password\": \"alain-reads-books\"}'\n", base)
-		fmt.Fprintf(w, "  curl -s -X POST http://alain:alain-reads-books@localhost:%s/login\n", port(a.Gateway))
+		fmt.Fprintf(w, "  curl -s -X POST %s/register -H 'Content-Type: application/json' -d '{\"name\": \"%s\", \"password\": \"%s\"}'\n", base, tryName, tryPassword)
+		fmt.Fprintf(w, "  curl -s -X POST http://%s:%s@localhost:%s/login\n", tryName, tryPassword, port(a.Gateway))
 		fmt.Fprintf(w, "  curl -s %s/books -H \"x-access-tokens: <token>\"\n\n", base)
 	}
 	fmt.Fprintf(w, "Ready. Ctrl-C stops it.\n")

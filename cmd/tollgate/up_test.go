@@ -87,6 +87,8 @@ func startUp(t *testing.T, bin string, args ...string) *upProcess {
 	t.Helper()
 	p := &upProcess{stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(bin, append([]string{"up"}, args...)...)
+	// Outside the repository: the binary carries its envoy.yaml.
+	p.cmd.Dir = t.TempDir()
 	p.cmd.Env = environ()
 	p.cmd.Stderr = p.stderr
 	out, err := p.cmd.StdoutPipe()
@@ -176,7 +178,6 @@ func TestUp(t *testing.T) {
 	a := freeAddrs(t, 6)
 	args := []string{
 		"-data-dir", dataDir,
-		"-gateway-config", filepath.Join("..", "..", "envoy", "envoy.yaml"),
 		"-gateway-addr", a[0], "-gateway-admin-addr", a[1],
 		"-issuer-addr", a[2], "-books-addr", a[3],
 		"-authz-grpc-addr", a[4], "-authz-http-addr", a[5],
@@ -193,7 +194,7 @@ func TestUp(t *testing.T) {
 	t.Run("first run", func(t *testing.T) {
 		p := startUp(t, bin, args...)
 		banner := p.stdout.String()
-		for _, want := range []string{base, passwordFile, "curl -s -X POST http://alain:alain-reads-books@localhost:" + port + "/login"} {
+		for _, want := range []string{base, passwordFile, "curl -s -X POST http://reader:reader-likes-books@localhost:" + port + "/login"} {
 			if !strings.Contains(banner, want) {
 				t.Errorf("banner does not mention %q:\n%s", want, banner)
 			}
