@@ -196,13 +196,13 @@ type denial struct {
 
 var (
 	denyNoToken = denial{401, codes.Unauthenticated, `Bearer realm="` + Realm + `"`,
-		"a valid token is missing", `{"message":"a valid token is missing"}`+"\n"}
+		"a valid token is missing", `{"message":"a valid token is missing"}` + "\n"}
 	denyInvalid = denial{401, codes.Unauthenticated, `Bearer realm="` + Realm + `", error="invalid_token"`,
-		"token is invalid", `{"message":"token is invalid"}`+"\n"}
+		"token is invalid", `{"message":"token is invalid"}` + "\n"}
 	denyForbidden = denial{403, codes.PermissionDenied, `Bearer realm="` + Realm + `", error="insufficient_scope"`,
-		"insufficient permissions", `{"message":"insufficient permissions"}`+"\n"}
+		"insufficient permissions", `{"message":"insufficient permissions"}` + "\n"}
 	denyUnavailable = denial{503, codes.Unavailable, "",
-		"authorization is unavailable", `{"message":"authorization is unavailable"}`+"\n"}
+		"authorization is unavailable", `{"message":"authorization is unavailable"}` + "\n"}
 )
 
 // retryAfter is the Retry-After a 503 denial suggests, in seconds.

@@ -86,8 +86,8 @@ func parseExt(s string) map[string]string {
 
 var denialBodies = map[int32]string{
 	16: "", // two possible bodies, checked below
-	7:  `{"message":"insufficient permissions"}`+"\n",
-	14: `{"message":"authorization is unavailable"}`+"\n",
+	7:  `{"message":"insufficient permissions"}` + "\n",
+	14: `{"message":"authorization is unavailable"}` + "\n",
 }
 
 // FuzzCheck feeds arbitrary token header values and policies through
