@@ -93,10 +93,18 @@ type Config struct {
 	MaxQueuedHashes int
 	// HashQueueTimeout bounds the wait for a hash slot (default 2s).
 	HashQueueTimeout time.Duration
-	// TrustedProxies are the peers whose X-Forwarded-For header names the
-	// client, for login throttling. Nil means DefaultTrustedProxies
-	// (loopback); an empty, non-nil slice trusts no proxy.
+	// TrustedProxies are the peers whose X-Forwarded-For header is read
+	// to find the client, for login throttling. Nil means
+	// DefaultTrustedProxies (loopback); an empty, non-nil slice trusts no
+	// proxy, and the TCP peer is always the client.
 	TrustedProxies []netip.Prefix
+	// TrustedHops is how many proxies in front of the issuer append the
+	// address they saw to X-Forwarded-For, counting the gateway (Envoy
+	// with use_remote_address): behind a trusted proxy the client is the
+	// TrustedHops-th entry from the right, and entries left of it, which
+	// the client sent, are ignored. 0 means DefaultTrustedHops (1, the
+	// gateway alone); behind a load balancer that appends too, 2.
+	TrustedHops int
 	// Throttle sets the login failure limits.
 	Throttle Throttle
 	// Now is the clock (default time.Now).
@@ -176,6 +184,9 @@ func (c Config) withDefaults() Config {
 	if c.TrustedProxies == nil {
 		c.TrustedProxies = DefaultTrustedProxies
 	}
+	if c.TrustedHops == 0 {
+		c.TrustedHops = DefaultTrustedHops
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -195,6 +206,9 @@ func (c Config) validate() error {
 	}
 	if err := c.Argon2.validate(); err != nil {
 		return err
+	}
+	if c.TrustedHops < 1 {
+		return fmt.Errorf("trusted hops %d must be at least 1 (trust no proxy to ignore X-Forwarded-For)", c.TrustedHops)
 	}
 	for _, name := range c.AdminUsers {
 		if err := validateName(name); err != nil {
