@@ -3,6 +3,7 @@ package issuer
 import (
 	"net/http/httptest"
 	"net/netip"
+	"strings"
 	"testing"
 )
 
@@ -90,4 +91,35 @@ func TestAddrKey(t *testing.T) {
 			t.Errorf("addrKey(%s) = %s, want %s", in, got, want)
 		}
 	}
+}
+
+// FuzzClientAddr: whatever a client puts in X-Forwarded-For, clientAddr
+// never panics, and from a trusted proxy it answers the peer or one of
+// the last hops entries, never one further left (which only the client
+// wrote).
+func FuzzClientAddr(f *testing.F) {
+	for _, s := range []string{"198.51.100.1", "6.6.6.6, 10.1.2.3", "", ",", ", ,", "[::1]:80, 2001:db8::1", "a,b,c,d", "::ffff:1.2.3.4", "fe80::1%eth0"} {
+		f.Add(s, 1)
+		f.Add(s, 2)
+	}
+	trusted := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+	f.Fuzz(func(t *testing.T, xff string, hops int) {
+		if hops < 1 || hops > 64 {
+			return // Config refuses < 1
+		}
+		r := httptest.NewRequest("POST", "/login", nil)
+		r.RemoteAddr = "10.0.0.5:1"
+		r.Header.Set("X-Forwarded-For", xff)
+		got := clientAddr(r, trusted, hops)
+		if got == netip.MustParseAddr("10.0.0.5") {
+			return
+		}
+		entries := strings.Split(xff, ",")
+		for _, e := range entries[max(len(entries)-hops, 0):] {
+			if parseHostAddr(strings.TrimSpace(e)) == got {
+				return
+			}
+		}
+		t.Errorf("clientAddr(XFF %q, %d hops) = %s, not the peer nor one of the last %d entries", xff, hops, got, hops)
+	})
 }
