@@ -50,6 +50,7 @@ FUZZ = $(GO) test -run '^$$' -fuzztime $(FUZZTIME) -fuzz
 fuzz-long: fuzz-short
 fuzz-short:
 	$(FUZZ) '^FuzzDecodeRegister$$' ./issuer/
+	$(FUZZ) '^FuzzClientAddr$$' ./issuer/
 	$(FUZZ) '^FuzzDecodeBook$$' ./books/
 	$(FUZZ) '^FuzzLoadConfig$$' -fuzzminimizetime 5s ./envoy/gateway/
 	$(FUZZ) '^FuzzNormalizePath$$' ./envoy/gateway/

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -20,12 +21,10 @@ import (
 	"github.com/tollgate-dev/tollgate/internal/testenv"
 )
 
-// nginxConf puts nginx with auth_request in front of a stub upstream:
-// /books needs any valid token, /users the admin role. The auth
-// subrequest always sets (or blanks) the policy header, so a client's
-// own X-Tollgate-Require never reaches authz, and the upstream request
-// gets the identity headers from authz's answer (blank, hence absent,
-// when authz gave none) and no token headers.
+// nginxConf puts nginx with auth_request in front of a stub upstream,
+// configured by the README's nginx example (see nginxExample): /users
+// needs the admin role as written there, and /books, derived from the
+// same text, any valid token.
 var nginxConf = template.Must(template.New("nginx").Parse(`
 daemon off;
 master_process off;
@@ -41,56 +40,70 @@ http {
   uwsgi_temp_path {{.Dir}}/uwsgi;
   scgi_temp_path {{.Dir}}/scgi;
 
+{{.HTTP}}
   server {
     listen 127.0.0.1:{{.Port}};
 
-    location = /_authz {
-      internal;
-      proxy_pass http://{{.Authz}}/auth;
-      proxy_pass_request_body off;
-      proxy_set_header Content-Length "";
-      proxy_set_header X-Original-Method $request_method;
-      proxy_set_header X-Original-URI $request_uri;
-      proxy_set_header X-Tollgate-Require "";
-      proxy_set_header X-Tollgate-Route books;
-    }
-    location = /_authz_admin {
-      internal;
-      proxy_pass http://{{.Authz}}/auth;
-      proxy_pass_request_body off;
-      proxy_set_header Content-Length "";
-      proxy_set_header X-Original-Method $request_method;
-      proxy_set_header X-Original-URI $request_uri;
-      proxy_set_header X-Tollgate-Require admin;
-      proxy_set_header X-Tollgate-Route users;
-    }
-
-    location /books {
-      auth_request /_authz;
-      include {{.Dir}}/identity.conf;
-    }
-    location = /users {
-      auth_request /_authz_admin;
-      include {{.Dir}}/identity.conf;
-    }
+{{.Locations}}
   }
 }
 `))
 
-const nginxIdentityConf = `
-auth_request_set $tollgate_user_id $upstream_http_x_user_id;
-auth_request_set $tollgate_user_name $upstream_http_x_user_name;
-auth_request_set $tollgate_user_roles $upstream_http_x_user_roles;
-auth_request_set $tollgate_challenge $upstream_http_www_authenticate;
-add_header WWW-Authenticate $tollgate_challenge always;
-proxy_set_header X-User-Id $tollgate_user_id;
-proxy_set_header X-User-Name $tollgate_user_name;
-proxy_set_header X-User-Roles $tollgate_user_roles;
-proxy_set_header Authorization "";
-proxy_set_header X-Access-Tokens "";
-proxy_set_header X-Access-Token "";
-proxy_pass http://{{UPSTREAM}};
-`
+// readmePath is the README whose nginx example the test runs.
+const readmePath = "../README.md"
+
+// nginxExample returns the README's nginx example (its one fenced nginx
+// block), split where its locations start: the part before goes into
+// nginx's http block, the locations into a server block. The test runs
+// exactly this text, so the README cannot drift from what is tested.
+func nginxExample(t *testing.T) (httpPart, locations string) {
+	t.Helper()
+	readme, err := os.ReadFile(readmePath)
+	if err != nil {
+		t.Fatalf("read the README's nginx example: %v", err)
+	}
+	const open, fence = "```nginx\n", "\n```\n"
+	if n := bytes.Count(readme, []byte(open)); n != 1 {
+		t.Fatalf("%s has %d nginx code blocks, want 1 (the forward-auth example)", readmePath, n)
+	}
+	_, rest, _ := strings.Cut(string(readme), open)
+	block, _, ok := strings.Cut(rest, fence)
+	if !ok {
+		t.Fatalf("%s: the nginx code block is not closed", readmePath)
+	}
+	block = "\n" + block
+	i := strings.Index(block, "\nlocation ")
+	if i < 0 {
+		t.Fatalf("%s: the nginx example has no location", readmePath)
+	}
+	return block[1 : i+1], block[i+1:]
+}
+
+// replaceExactly is strings.ReplaceAll that fails the test unless old
+// occurs exactly n times: a derivation that silently matched nothing
+// would test something other than the README's example.
+func replaceExactly(t *testing.T, s, old, new string, n int) string {
+	t.Helper()
+	if got := strings.Count(s, old); got != n {
+		t.Fatalf("the README's nginx example has %q %d times, want %d; update nginx_test.go with it", old, got, n)
+	}
+	return strings.ReplaceAll(s, old, new)
+}
+
+// nginxSites turns the README's example into the test's configuration:
+// its services' addresses replaced with the test's, and a /books route
+// with no requirement beside its /users route.
+func nginxSites(t *testing.T, authzAddr, upstreamAddr string) (httpPart, locations string) {
+	t.Helper()
+	httpPart, users := nginxExample(t)
+	users = replaceExactly(t, users, "http://authz:9002/", "http://"+authzAddr+"/", 1)
+	users = replaceExactly(t, users, "http://issuer:8081;", "http://"+upstreamAddr+";", 1)
+	books := replaceExactly(t, users, "/_authz_admin", "/_authz", 2)
+	books = replaceExactly(t, books, "X-Tollgate-Require admin;", `X-Tollgate-Require "";`, 1)
+	books = replaceExactly(t, books, "X-Tollgate-Route users;", "X-Tollgate-Route books;", 1)
+	books = replaceExactly(t, books, "location = /users {", "location /books {", 1)
+	return httpPart, users + "\n" + books
+}
 
 // upstreamStub records every request that reaches it.
 type upstreamStub struct {
@@ -113,15 +126,12 @@ func (u *upstreamStub) take() []*http.Request {
 	return s
 }
 
-// startNginx runs nginx in the foreground with conf in its own prefix
-// directory on a loopback port, and stops it when the test ends.
+// startNginx runs nginx in the foreground with nginxConf in its own
+// prefix directory on a loopback port, and stops it when the test ends.
 func startNginx(t *testing.T, nginx, authzAddr, upstreamAddr string) string {
 	t.Helper()
 	dir := t.TempDir()
-	identity := strings.ReplaceAll(nginxIdentityConf, "{{UPSTREAM}}", upstreamAddr)
-	if err := os.WriteFile(filepath.Join(dir, "identity.conf"), []byte(identity), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	httpPart, locations := nginxSites(t, authzAddr, upstreamAddr)
 	var lastErr string
 	// nginx cannot take a listener from us, so it gets a port that was
 	// free a moment ago; on the rare clash, try another.
@@ -133,7 +143,7 @@ func startNginx(t *testing.T, nginx, authzAddr, upstreamAddr string) string {
 		port := l.Addr().(*net.TCPAddr).Port
 		l.Close()
 		var conf bytes.Buffer
-		if err := nginxConf.Execute(&conf, map[string]any{"Dir": dir, "Port": port, "Authz": authzAddr}); err != nil {
+		if err := nginxConf.Execute(&conf, map[string]any{"Dir": dir, "Port": port, "HTTP": httpPart, "Locations": locations}); err != nil {
 			t.Fatal(err)
 		}
 		confPath := filepath.Join(dir, "nginx.conf")
@@ -261,6 +271,10 @@ func TestNginxAuthRequest(t *testing.T) {
 			want:    want{status: 401, challenge: `Bearer realm="tollgate", error="invalid_token"`},
 		},
 		{
+			name: "admin route, no token", path: "/users",
+			want: want{status: 401, challenge: `Bearer realm="tollgate"`},
+		},
+		{
 			name: "admin route, user token, client asks for less", path: "/users",
 			headers: map[string]string{"Authorization": "Bearer " + user, "X-Tollgate-Require": "user"},
 			want:    want{status: 403, challenge: `Bearer realm="tollgate", error="insufficient_scope"`},
@@ -282,10 +296,14 @@ func TestNginxAuthRequest(t *testing.T) {
 			if resp.StatusCode != tt.want.status {
 				t.Errorf("GET %s via nginx (%s) = %d, want %d", tt.path, tt.name, resp.StatusCode, tt.want.status)
 			}
+			// Every value, not Header.Get's first: a proxy that passes
+			// authz's challenge on and adds it again sends two.
+			var wantChallenges []string
 			if tt.want.challenge != "" {
-				if got := resp.Header.Get("WWW-Authenticate"); got != tt.want.challenge {
-					t.Errorf("GET %s via nginx (%s): WWW-Authenticate = %q, want %q", tt.path, tt.name, got, tt.want.challenge)
-				}
+				wantChallenges = []string{tt.want.challenge}
+			}
+			if got := resp.Header.Values("WWW-Authenticate"); !slices.Equal(got, wantChallenges) {
+				t.Errorf("GET %s via nginx (%s): WWW-Authenticate = %q, want %q", tt.path, tt.name, got, wantChallenges)
 			}
 			seen := up.take()
 			if tt.want.upstream == nil {

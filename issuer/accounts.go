@@ -207,7 +207,7 @@ func (s *Service) login(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx := r.Context()
 	log := httpapi.Logger(ctx)
-	addr := addrKey(clientAddr(r, s.cfg.TrustedProxies))
+	addr := addrKey(clientAddr(r, s.cfg.TrustedProxies, s.cfg.TrustedHops))
 
 	// A name that cannot exist is not an account to count failures
 	// against (and not worth a hash); its failures still count against

@@ -541,6 +541,7 @@ func TestConfigRejected(t *testing.T) {
 		{"bad admin user name", func(c *Config) { c.AdminUsers = []string{"a b"} }},
 		{"weak admin password", func(c *Config) { c.AdminPassword = "password" }},
 		{"missing key directory", func(c *Config) { c.KeyDir = "/nonexistent/keys" }},
+		{"negative trusted hops", func(c *Config) { c.TrustedHops = -1 }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			clock := newFakeClock()

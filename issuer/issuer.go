@@ -97,6 +97,13 @@ type Config struct {
 	// TrustedProxies are the peers whose X-Forwarded-For header names the
 	// client, for login throttling; none when empty.
 	TrustedProxies []netip.Prefix
+	// TrustedHops is how many proxies in front of the issuer append the
+	// address they saw to X-Forwarded-For, counting the gateway (Envoy
+	// with use_remote_address): behind a trusted proxy the client is the
+	// TrustedHops-th entry from the right, and entries left of it, which
+	// the client sent, are ignored. At least 1 (the gateway alone);
+	// behind a load balancer that appends too, 2.
+	TrustedHops int
 	// Throttle sets the login failure limits.
 	Throttle Throttle
 	// ShutdownTimeout bounds Serve's graceful stop.
@@ -126,6 +133,7 @@ func DefaultConfig() Config {
 		MaxQueuedHashes:     4 * hashes,
 		HashQueueTimeout:    2 * time.Second,
 		TrustedProxies:      slices.Clone(DefaultTrustedProxies),
+		TrustedHops:         DefaultTrustedHops,
 		Throttle:            DefaultThrottle(),
 		ShutdownTimeout:     DefaultShutdownTimeout,
 	}
@@ -178,6 +186,9 @@ func (c Config) validate() error {
 	}
 	if c.KeyDir == "" && c.DataDir == "" {
 		return errors.New("a key directory or a data directory is required")
+	}
+	if c.TrustedHops < 1 {
+		return fmt.Errorf("trusted hops %d must be at least 1 (trust no proxy to ignore X-Forwarded-For)", c.TrustedHops)
 	}
 	for _, name := range c.AdminUsers {
 		if err := validateName(name); err != nil {

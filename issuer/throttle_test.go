@@ -160,8 +160,9 @@ func TestLoginThrottled(t *testing.T) {
 }
 
 // TestLoginThrottleBehindProxy: behind a trusted proxy clients are told
-// apart by X-Forwarded-For; from anyone else the header is ignored, so a
-// client cannot escape its throttle by inventing addresses.
+// apart by the X-Forwarded-For entry the proxy appended; entries the
+// client sent, and the header from anyone else, are ignored, so a client
+// cannot escape its throttle by inventing addresses.
 func TestLoginThrottleBehindProxy(t *testing.T) {
 	env := newEnv(t, func(c *Config) { c.Throttle.PairLimit = 2 })
 	env.mustRegister(t, "alain", goodPassword)
@@ -180,6 +181,14 @@ func TestLoginThrottleBehindProxy(t *testing.T) {
 	}
 	if got := login("127.0.0.1:5000", "192.0.2.2"); got != 401 {
 		t.Errorf("first failure via proxy for 192.0.2.2 = %d, want 401", got)
+	}
+	// Through the gateway from an address in a trusted range (a private
+	// network, here loopback), inventing an entry each time: the gateway
+	// appended 127.0.0.7, and that is the client.
+	login("127.0.0.1:5000", "198.51.100.1, 127.0.0.7")
+	login("127.0.0.1:5000", "198.51.100.2, 127.0.0.7")
+	if got := login("127.0.0.1:5000", "198.51.100.3, 127.0.0.7"); got != 429 {
+		t.Errorf("third failure via proxy for 127.0.0.7 with a new forged entry = %d, want 429", got)
 	}
 	// Directly, with an invented X-Forwarded-For each time.
 	login("203.0.113.9:1", "10.0.0.1")

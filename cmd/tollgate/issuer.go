@@ -35,6 +35,7 @@ type issuerFlags struct {
 	adminPasswordFile string
 	adminPassword     string
 	trustedProxies    string
+	trustedHops       int
 	argon2Memory      int
 	argon2Iterations  int
 	argon2Parallelism int
@@ -61,7 +62,8 @@ func (f *issuerFlags) register(fs *flagSet) {
 	fs.String(&f.adminName, "admin-name", "TOLLGATE_ADMIN_NAME", d.AdminName, "admin user created (or its password reset) at start when an admin password is given")
 	fs.String(&f.adminPasswordFile, "admin-password-file", "TOLLGATE_ADMIN_PASSWORD_FILE", "", "file holding the admin user's password")
 	fs.String(&f.adminPassword, "admin-password", "TOLLGATE_ADMIN_PASSWORD", "", "the admin user's password (prefer -admin-password-file: a flag shows in ps)")
-	fs.String(&f.trustedProxies, "trusted-proxies", "TOLLGATE_ISSUER_TRUSTED_PROXIES", prefixList(d.TrustedProxies), "comma-separated CIDRs of proxies whose X-Forwarded-For names the client (for login throttling); empty trusts none")
+	fs.String(&f.trustedProxies, "trusted-proxies", "TOLLGATE_ISSUER_TRUSTED_PROXIES", prefixList(d.TrustedProxies), "comma-separated CIDRs of the peers whose X-Forwarded-For is read to find the client (for login throttling); empty trusts none")
+	fs.Int(&f.trustedHops, "trusted-hops", "TOLLGATE_ISSUER_TRUSTED_HOPS", d.TrustedHops, "proxies that append to X-Forwarded-For in front of the issuer, the gateway included: the client is that many entries from the right (2 behind a load balancer that appends too)")
 	fs.Int(&f.argon2Memory, "argon2-memory", "TOLLGATE_ARGON2_MEMORY", int(d.Argon2.Memory), "argon2id memory cost in KiB (at least 19456)")
 	fs.Int(&f.argon2Iterations, "argon2-iterations", "TOLLGATE_ARGON2_ITERATIONS", int(d.Argon2.Iterations), "argon2id iterations (at least 2)")
 	fs.Int(&f.argon2Parallelism, "argon2-parallelism", "TOLLGATE_ARGON2_PARALLELISM", int(d.Argon2.Parallelism), "argon2id parallelism (at least 1)")
@@ -128,6 +130,10 @@ func (f *issuerFlags) config() (issuer.Config, error) {
 		}
 		cfg.TrustedProxies = append(cfg.TrustedProxies, p.Masked())
 	}
+	if f.trustedHops < 1 {
+		return cfg, fmt.Errorf("-trusted-hops %d must be at least 1 (-trusted-proxies \"\" ignores X-Forwarded-For)", f.trustedHops)
+	}
+	cfg.TrustedHops = f.trustedHops
 	for name, v := range map[string]int{"-argon2-memory": f.argon2Memory, "-argon2-iterations": f.argon2Iterations, "-argon2-parallelism": f.argon2Parallelism} {
 		if v <= 0 || (name == "-argon2-parallelism" && v > 255) || v > 1<<30 {
 			return cfg, fmt.Errorf("%s %d is out of range", name, v)

@@ -57,6 +57,7 @@ func TestIssuerFlags(t *testing.T) {
 		MaxQueuedHashes:     4 * hashes,
 		HashQueueTimeout:    2 * time.Second,
 		TrustedProxies:      loopback,
+		TrustedHops:         1,
 		Throttle:            issuer.DefaultThrottle(),
 		ShutdownTimeout:     15 * time.Second,
 	}
@@ -103,6 +104,9 @@ func TestIssuerFlags(t *testing.T) {
 		{"no trusted proxies", nil, []string{"-trusted-proxies", ""}, func(c *issuer.Config) {
 			c.TrustedProxies = []netip.Prefix{}
 		}},
+		{"trusted hops behind a load balancer", map[string]string{"TOLLGATE_ISSUER_TRUSTED_HOPS": "2"}, nil, func(c *issuer.Config) {
+			c.TrustedHops = 2
+		}},
 		{"argon2 costs", nil, []string{"-argon2-memory", "65536", "-argon2-iterations", "3"}, func(c *issuer.Config) {
 			c.Argon2 = issuer.Argon2Params{Memory: 65536, Iterations: 3, Parallelism: 1}
 		}},
@@ -133,6 +137,9 @@ func TestIssuerFlagErrors(t *testing.T) {
 		{"-admin-password-file", "/nonexistent", "-admin-password", "x"},
 		{"-admin-password-file", "/nonexistent"},
 		{"-trusted-proxies", "not-a-cidr"},
+		{"-trusted-hops", "0"},
+		{"-trusted-hops", "-1"},
+		{"-trusted-hops", "two"},
 		{"-key-activation-delay", "-1m"},
 		{"-argon2-parallelism", "300"},
 		{"-argon2-memory", "-5"},
@@ -146,7 +153,7 @@ func TestIssuerFlagErrors(t *testing.T) {
 }
 
 func TestKeygen(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "keys")
+	dir := t.TempDir() // keygen writes into a directory that exists
 	if err := runKeygen([]string{"-alg", "EdDSA", "-out", dir}); err != nil {
 		t.Fatalf("keygen: %v", err)
 	}

@@ -116,6 +116,7 @@ func valueSets() []valueSet {
 	return []valueSet{
 		{name: "defaults"},
 		{name: "sidecar-nodeport", files: []string{tv("sidecar-nodeport.yaml")}},
+		{name: "load-balancer", files: []string{tv("load-balancer.yaml")}},
 		{name: "service-mode", files: []string{tv("service-mode.yaml")}},
 		{name: "postgres-3-replicas", files: []string{tv("postgres.yaml")}, secret: []string{"tollgate-db"}},
 		{name: "no-networkpolicy", files: []string{tv("no-networkpolicy.yaml")}},
@@ -309,6 +310,23 @@ func TestValueSetsShape(t *testing.T) {
 		iss := find[*appsv1.Deployment](t, objs, "tg-tollgate-issuer")
 		if e, ok := envValue(iss.Spec.Template.Spec.Containers[0], "TOLLGATE_ISSUER_TRUSTED_PROXIES"); !ok || !strings.Contains(e.Value, "10.0.0.0/8") {
 			t.Errorf("issuer TOLLGATE_ISSUER_TRUSTED_PROXIES = %+v, want the pod networks trusted", e)
+		}
+		// ...but only the entry Envoy appended names the client: with the
+		// pod networks trusted, skipping "trusted" entries would let any
+		// client on a private network choose its address.
+		if e, ok := envValue(iss.Spec.Template.Spec.Containers[0], "TOLLGATE_ISSUER_TRUSTED_HOPS"); !ok || e.Value != "1" {
+			t.Errorf("issuer TOLLGATE_ISSUER_TRUSTED_HOPS = %+v, want 1 (Envoy's entry)", e)
+		}
+		// Kubernetes refuses externalTrafficPolicy on a ClusterIP Service.
+		if svc := find[*corev1.Service](t, objs, "tg-tollgate-gateway"); svc.Spec.ExternalTrafficPolicy != "" {
+			t.Errorf("ClusterIP gateway Service has externalTrafficPolicy %q, want none", svc.Spec.ExternalTrafficPolicy)
+		}
+	})
+
+	t.Run("load balancer: client addresses kept", func(t *testing.T) {
+		svc := find[*corev1.Service](t, objsOf(t, "load-balancer"), "tg-tollgate-gateway")
+		if svc.Spec.Type != corev1.ServiceTypeLoadBalancer || svc.Spec.ExternalTrafficPolicy != corev1.ServiceExternalTrafficPolicyLocal {
+			t.Errorf("gateway Service type %s externalTrafficPolicy %q, want LoadBalancer and Local", svc.Spec.Type, svc.Spec.ExternalTrafficPolicy)
 		}
 	})
 

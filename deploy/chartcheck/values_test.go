@@ -38,6 +38,8 @@ func TestSchemaRejects(t *testing.T) {
 		{"unknown signing algorithm", []string{"issuer.signingAlg=HS256"}, "/issuer/signingAlg"},
 		{"malformed duration", []string{"issuer.tokenTTL=45 minutes"}, "/issuer/tokenTTL"},
 		{"wrong type", []string{"gateway.replicas=two"}, "/gateway/replicas"},
+		{"no trusted hops", []string{"issuer.trustedHops=0"}, "/issuer/trustedHops"},
+		{"unknown traffic policy", []string{"gateway.service.externalTrafficPolicy=local"}, "/gateway/service/externalTrafficPolicy"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -74,8 +74,9 @@ func (b *syncBuffer) String() string {
 }
 
 // startStack starts the whole stack on ephemeral loopback ports with a
-// fresh data directory, behind the dev gateway running envoy/envoy.yaml.
-func startStack(t *testing.T, c *clock) *stack.Stack {
+// fresh data directory, behind the dev gateway running envoy/envoy.yaml;
+// adjust changes the issuer's configuration.
+func startStack(t *testing.T, c *clock, adjust ...func(*issuer.Config)) *stack.Stack {
 	t.Helper()
 	logs := &syncBuffer{}
 	cfg := stack.DefaultConfig()
@@ -89,8 +90,13 @@ func startStack(t *testing.T, c *clock) *stack.Stack {
 	cfg.AuthzHTTPAddr = "127.0.0.1:0"
 	cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
 	cfg.ShutdownTimeout = 5 * time.Second
-	if c != nil {
-		cfg.IssuerConfig = func(ic *issuer.Config) { ic.Now = c.now }
+	cfg.IssuerConfig = func(ic *issuer.Config) {
+		if c != nil {
+			ic.Now = c.now
+		}
+		for _, f := range adjust {
+			f(ic)
+		}
 	}
 	st, err := stack.Start(t.Context(), cfg)
 	if err != nil {
