@@ -22,7 +22,7 @@ import (
 )
 
 // nginxConf puts nginx with auth_request in front of a stub upstream,
-// configured by the README's nginx example (see nginxExample): /users
+// configured by the docs' authz page's nginx example (see nginxExample): /users
 // needs the admin role as written there, and /books, derived from the
 // same text, any valid token.
 var nginxConf = template.Must(template.New("nginx").Parse(`
@@ -49,18 +49,18 @@ http {
 }
 `))
 
-// readmePath is the README whose nginx example the test runs.
-const readmePath = "../README.md"
+// readmePath is the docs page whose nginx example the test runs.
+const readmePath = "../docs/authz.md"
 
-// nginxExample returns the README's nginx example (its one fenced nginx
+// nginxExample returns the docs' authz page's nginx example (its one fenced nginx
 // block), split where its locations start: the part before goes into
 // nginx's http block, the locations into a server block. The test runs
-// exactly this text, so the README cannot drift from what is tested.
+// exactly this text, so the docs cannot drift from what is tested.
 func nginxExample(t *testing.T) (httpPart, locations string) {
 	t.Helper()
 	readme, err := os.ReadFile(readmePath)
 	if err != nil {
-		t.Fatalf("read the README's nginx example: %v", err)
+		t.Fatalf("read the docs' authz page's nginx example: %v", err)
 	}
 	const open, fence = "```nginx\n", "\n```\n"
 	if n := bytes.Count(readme, []byte(open)); n != 1 {
@@ -81,16 +81,16 @@ func nginxExample(t *testing.T) (httpPart, locations string) {
 
 // replaceExactly is strings.ReplaceAll that fails the test unless old
 // occurs exactly n times: a derivation that silently matched nothing
-// would test something other than the README's example.
+// would test something other than the docs' authz page's example.
 func replaceExactly(t *testing.T, s, old, new string, n int) string {
 	t.Helper()
 	if got := strings.Count(s, old); got != n {
-		t.Fatalf("the README's nginx example has %q %d times, want %d; update nginx_test.go with it", old, got, n)
+		t.Fatalf("the docs' authz page's nginx example has %q %d times, want %d; update nginx_test.go with it", old, got, n)
 	}
 	return strings.ReplaceAll(s, old, new)
 }
 
-// nginxSites turns the README's example into the test's configuration:
+// nginxSites turns the docs' authz page's example into the test's configuration:
 // its services' addresses replaced with the test's, and a /books route
 // with no requirement beside its /users route.
 func nginxSites(t *testing.T, authzAddr, upstreamAddr string) (httpPart, locations string) {

@@ -1,6 +1,6 @@
 // Package imagecheck checks the image build offline: that .dockerignore
 // keeps every file `go build ./cmd/tollgate` and the Dockerfile need in
-// the build context, and that the Dockerfiles build what the README
+// the build context, and that the Dockerfiles build what the docs
 // promises (pinned bases, a static stamped binary, a non-root distroless
 // final stage). No container engine is needed.
 package imagecheck
