@@ -19,6 +19,9 @@ const (
 	DefaultRefetchInterval = 30 * time.Second
 	DefaultFetchTimeout    = 5 * time.Second
 	DefaultCacheSize       = 10000
+	// DefaultMaxTokenLifetime is the issuer's own upper bound on its
+	// token TTL.
+	DefaultMaxTokenLifetime = 24 * time.Hour
 
 	// MaxTokenBytes caps a token before any parsing, so that a header of
 	// dots or a huge payload costs nothing (CVE-2025-30204).
@@ -69,6 +72,10 @@ type Config struct {
 	// Leeway is the clock skew allowed on exp, nbf and iat. Negative is
 	// an error; zero means none.
 	Leeway time.Duration
+	// MaxTokenLifetime is the longest a token may be meant to live: exp
+	// - iat, or exp - now (within Leeway) for a token without iat. Longer
+	// ones are refused. Zero means DefaultMaxTokenLifetime.
+	MaxTokenLifetime time.Duration
 	// CacheSize bounds the verified-token cache; 0 disables it.
 	CacheSize int
 	// MinRefresh and MaxRefresh bound the background JWKS refresh
@@ -138,6 +145,12 @@ func (c Config) withDefaults() (Config, error) {
 	c.TokenHeaders = headers
 	if c.Leeway < 0 {
 		errs = append(errs, fmt.Errorf("leeway %v is negative", c.Leeway))
+	}
+	if c.MaxTokenLifetime == 0 {
+		c.MaxTokenLifetime = DefaultMaxTokenLifetime
+	}
+	if c.MaxTokenLifetime < 0 {
+		errs = append(errs, fmt.Errorf("max token lifetime %v is negative", c.MaxTokenLifetime))
 	}
 	if c.CacheSize < 0 {
 		errs = append(errs, fmt.Errorf("cache size %d is negative", c.CacheSize))

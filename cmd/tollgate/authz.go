@@ -24,6 +24,7 @@ type authzFlags struct {
 	algs            string
 	tokenHeaders    string
 	leeway          time.Duration
+	maxLifetime     time.Duration
 	cacheSize       int
 	minRefresh      time.Duration
 	maxRefresh      time.Duration
@@ -42,6 +43,7 @@ func (f *authzFlags) register(fs *flagSet) {
 	fs.String(&f.algs, "algs", "TOLLGATE_AUTHZ_ALGS", strings.Join(authz.DefaultAlgorithms, ","), "comma-separated signature algorithm allowlist")
 	fs.String(&f.tokenHeaders, "token-headers", "TOLLGATE_AUTHZ_TOKEN_HEADERS", strings.Join(authz.DefaultTokenHeaders, ","), "comma-separated headers searched for a token, in order (authorization takes a Bearer token)")
 	fs.Duration(&f.leeway, "leeway", "TOLLGATE_AUTHZ_LEEWAY", authz.DefaultLeeway, "clock skew allowed on exp, nbf and iat")
+	fs.Duration(&f.maxLifetime, "max-token-lifetime", "TOLLGATE_AUTHZ_MAX_TOKEN_LIFETIME", authz.DefaultMaxTokenLifetime, "longest token lifetime accepted (exp - iat, or exp - now without iat)")
 	fs.Int(&f.cacheSize, "cache-size", "TOLLGATE_AUTHZ_CACHE_SIZE", authz.DefaultCacheSize, "verified tokens cached (0 disables the cache)")
 	fs.Duration(&f.minRefresh, "jwks-min-refresh", "TOLLGATE_AUTHZ_JWKS_MIN_REFRESH", authz.DefaultMinRefresh, "shortest background JWKS refresh interval, whatever the issuer's Cache-Control says")
 	fs.Duration(&f.maxRefresh, "jwks-max-refresh", "TOLLGATE_AUTHZ_JWKS_MAX_REFRESH", authz.DefaultMaxRefresh, "longest background JWKS refresh interval (used when the issuer sends no max-age)")
@@ -65,6 +67,7 @@ func (f *authzFlags) config() (authz.Config, error) {
 		RefetchInterval: f.refetch,
 		FetchTimeout:    f.fetchTimeout,
 	}
+	cfg.MaxTokenLifetime = f.maxLifetime
 	// In authz.Config a zero duration means "the default"; on the
 	// command line it would silently mean something else, so refuse it.
 	for _, d := range []struct {
@@ -75,6 +78,7 @@ func (f *authzFlags) config() (authz.Config, error) {
 		{"-jwks-max-refresh", f.maxRefresh},
 		{"-jwks-refetch-interval", f.refetch},
 		{"-jwks-fetch-timeout", f.fetchTimeout},
+		{"-max-token-lifetime", f.maxLifetime},
 	} {
 		if d.v <= 0 {
 			return cfg, fmt.Errorf("%s must be positive, not %v", d.name, d.v)
