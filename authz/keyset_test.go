@@ -80,7 +80,7 @@ func TestBuildKeySet(t *testing.T) {
 		{"RSA exponent 3", defaults, []map[string]any{edit(rs, "e", "Aw")}, map[string]string{}, 1},
 		{"RSA exponent 65535, odd but small", defaults, []map[string]any{edit(rs, "e", "__8")}, map[string]string{}, 1},
 		{"RSA exponent 65538, even", defaults, []map[string]any{edit(rs, "e", "AQAC")}, map[string]string{}, 1},
-		{"RSA exponent 2^31", defaults, []map[string]any{edit(rs, "e", "gAAAAA")}, map[string]string{}, 1},
+		{"RSA exponent 2^31+1", defaults, []map[string]any{edit(rs, "e", "gAAAAQ")}, map[string]string{}, 1},
 		{"RSA exponent 2^72+65537, which jwx truncates to 65537", defaults, []map[string]any{edit(rs, "e", "AQAAAAAAAAEAAQ")}, map[string]string{}, 1},
 		{"RSA key with the ROCA fingerprint", defaults, []map[string]any{roca}, map[string]string{}, 1},
 		{"RSA private key", defaults, []map[string]any{rsPriv}, map[string]string{}, 1},

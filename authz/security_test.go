@@ -207,6 +207,7 @@ func TestAttackTokens(t *testing.T) {
 		{name: "duplicate inside a header member", tok: es.signJSON(t, `{"alg":"ES256","kid":"`+es.kid+`","x":{"a":1,"a":2}}`, payload(good)), reason: "duplicate_key"},
 		{name: "duplicate deep inside a claim", tok: es.signJSON(t, header, plus(good, `"ext":{"a":1,"b":{"c":1,"c":2}}`)), reason: "duplicate_key"},
 		{name: "duplicate in an object in an array", tok: es.signJSON(t, header, plus(good, `"ext":[{"a":1},{"a":1,"a":2}]`)), reason: "duplicate_key"},
+		{name: "duplicate hidden behind invalid UTF-8", tok: es.signJSON(t, header, plus(good, "\"x\":\"\xff\",\"sub\":\"admin-user\"")), reason: "malformed"},
 		{name: "duplicate, old signature kept", tok: vh + "." + seg(t, plus(good, `"sub":"admin-user"`)) + "." + vs, reason: "duplicate_key"},
 
 		// encoding/json matches claim names ignoring case, Unicode
@@ -451,6 +452,27 @@ func TestConfigRefusesUnsafeAlgorithms(t *testing.T) {
 	}
 }
 
+func TestConfigMaxTokenLifetime(t *testing.T) {
+	for _, tt := range []struct {
+		set     time.Duration
+		want    time.Duration
+		wantErr bool
+	}{
+		{0, DefaultMaxTokenLifetime, false},
+		{time.Hour, time.Hour, false},
+		{-time.Second, 0, true},
+	} {
+		c, err := Config{Issuer: testIssuer, MaxTokenLifetime: tt.set}.withDefaults()
+		if (err != nil) != tt.wantErr {
+			t.Errorf("withDefaults(MaxTokenLifetime: %v) error = %v, want error %v", tt.set, err, tt.wantErr)
+			continue
+		}
+		if !tt.wantErr && c.MaxTokenLifetime != tt.want {
+			t.Errorf("withDefaults(MaxTokenLifetime: %v) = %v, want %v", tt.set, c.MaxTokenLifetime, tt.want)
+		}
+	}
+}
+
 // selfSignedCert returns a base64 DER certificate for k, as an attacker
 // would put in x5c.
 func selfSignedCert(t testing.TB, k *testKey) string {
@@ -658,8 +680,9 @@ func TestJWKSPrivateKeys(t *testing.T) {
 	jw2 := newJWKSServer(t)
 	jw2.setJWKs(t, rsaPriv)
 	e2 := newTestEnvWithJWKS(t, Config{}, jw2)
-	waitFor(t, "the leaked key refused", func() bool {
-		return counterValue(t, e2.reg, "tollgate_authz_jwks_keys_refused_total", "reason", "private_key") > 0
+	waitFor(t, "the fetch to end", func() bool {
+		return counterValue(t, e2.reg, "tollgate_authz_jwks_fetches_total", "result", "ok")+
+			counterValue(t, e2.reg, "tollgate_authz_jwks_fetches_total", "result", "error") > 0
 	})
 	if err := e2.srv.Ready(context.Background()); err == nil {
 		t.Errorf("Ready() = nil with only a leaked private key in the JWKS, want an error")
@@ -848,11 +871,15 @@ func TestWeakRSAKeysRefused(t *testing.T) {
 			jw := newJWKSServer(t)
 			jw.setJWKs(t, tt.jwk)
 			e := newTestEnvWithJWKS(t, Config{}, jw)
-			waitFor(t, "the key refused", func() bool {
-				return counterValue(t, e.reg, "tollgate_authz_jwks_keys_refused_total", "reason", "weak_key") > 0
+			waitFor(t, "the fetch to end", func() bool {
+				return counterValue(t, e.reg, "tollgate_authz_jwks_fetches_total", "result", "ok")+
+					counterValue(t, e.reg, "tollgate_authz_jwks_fetches_total", "result", "error") > 0
 			})
 			if err := e.srv.Ready(context.Background()); err == nil {
 				t.Errorf("Ready() = nil with %s in the JWKS, want an error", tt.name)
+			}
+			if got := counterValue(t, e.reg, "tollgate_authz_jwks_keys_refused_total", "reason", "weak_key"); got != 1 {
+				t.Errorf(`tollgate_authz_jwks_keys_refused_total{reason="weak_key"} = %v with %s, want 1`, got, tt.name)
 			}
 		})
 	}
