@@ -24,9 +24,9 @@ import (
 const minRSABits = 2048
 
 // RSA public exponents a key may have: odd, at least 65537 (FIPS 186-5
-// §A.1.1 asks for over 2^16) and below 2^31 (crypto/rsa refuses larger
-// ones when it verifies). e = 1 or 3 is refused: with e = 1 every token
-// fails, and small exponents are what the e = 3 forgeries feed on.
+// §5.5(e) asks for over 2^16) and below 2^31 (crypto/rsa refuses larger
+// ones when it verifies). So e = 1, which no token verifies with, or 3,
+// which Bleichenbacher's signature forgery needs, is never a usable key.
 const (
 	minRSAExponent = 65537
 	maxRSAExponent = 1<<31 - 1
@@ -110,12 +110,12 @@ type refusedKey struct {
 	err error
 }
 
-// reason is the metric label for why k was refused.
-func (k refusedKey) reason() string {
+// reason is the metric label for why r was refused.
+func (r refusedKey) reason() string {
 	switch {
-	case errors.Is(k.err, errPrivateKey):
+	case errors.Is(r.err, errPrivateKey):
 		return refusedPrivate
-	case errors.Is(k.err, errWeakKey):
+	case errors.Is(r.err, errWeakKey):
 		return refusedWeak
 	}
 	return refusedUnusable
@@ -175,14 +175,13 @@ func privateMemberNames(members map[string]json.RawMessage) []string {
 }
 
 // buildKeySet turns a parsed JWKS into verification keys. Every key that
-// is not safe to trust is refused and reported, never half-used: no kid,
-// a symmetric key, a use or key_ops that excludes verification, RSA under
-// 2048 bits, an EC point off its curve, an alg outside allowed or not
-// matching the key, or a kid that appears twice. Keys unchanged since
-// prev keep their identity.
-//
-// It also refuses private keys and weak RSA keys itself (parseJWKS
-// refuses private ones first), so that a set from anywhere is checked.
+// is not safe to trust is refused and reported, never half-used: private
+// key material (which parseJWKS refuses first; checked again so that a
+// set from anywhere is safe), no kid, a symmetric key, a use or key_ops
+// that excludes verification, RSA under 2048 bits or with a bad exponent
+// or the ROCA fingerprint, an EC point off its curve, an alg outside
+// allowed or not matching the key, or a kid that appears twice. Keys
+// unchanged since prev keep their identity.
 func buildKeySet(set jwk.Set, allowed []string, prev *keySet) (*keySet, []refusedKey) {
 	var refused []refusedKey
 	seen := map[string]int{}
