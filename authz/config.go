@@ -20,6 +20,9 @@ const (
 	DefaultFetchTimeout    = 5 * time.Second
 	DefaultCacheSize       = 10000
 	DefaultShutdownTimeout = 15 * time.Second
+	// DefaultMaxTokenLifetime is the issuer's own upper bound on its
+	// token TTL.
+	DefaultMaxTokenLifetime = 24 * time.Hour
 
 	// MaxTokenBytes caps a token before any parsing, so that a header of
 	// dots or a huge payload costs nothing (CVE-2025-30204).
@@ -70,6 +73,10 @@ type Config struct {
 	// Leeway is the clock skew allowed on exp, nbf and iat; zero means
 	// none.
 	Leeway time.Duration
+	// MaxTokenLifetime is the longest a token may be meant to live: exp
+	// - iat, or exp - now (within Leeway) for a token without iat. Longer
+	// ones are refused. It must be positive.
+	MaxTokenLifetime time.Duration
 	// CacheSize bounds the verified-token cache; 0 disables it.
 	CacheSize int
 	// MinRefresh and MaxRefresh bound the background JWKS refresh
@@ -93,16 +100,17 @@ type Config struct {
 // every field but Issuer set to its default.
 func DefaultConfig() Config {
 	return Config{
-		Audience:        DefaultAudience,
-		Algorithms:      slices.Clone(DefaultAlgorithms),
-		TokenHeaders:    slices.Clone(DefaultTokenHeaders),
-		Leeway:          DefaultLeeway,
-		CacheSize:       DefaultCacheSize,
-		MinRefresh:      DefaultMinRefresh,
-		MaxRefresh:      DefaultMaxRefresh,
-		RefetchInterval: DefaultRefetchInterval,
-		FetchTimeout:    DefaultFetchTimeout,
-		ShutdownTimeout: DefaultShutdownTimeout,
+		Audience:         DefaultAudience,
+		Algorithms:       slices.Clone(DefaultAlgorithms),
+		TokenHeaders:     slices.Clone(DefaultTokenHeaders),
+		Leeway:           DefaultLeeway,
+		MaxTokenLifetime: DefaultMaxTokenLifetime,
+		CacheSize:        DefaultCacheSize,
+		MinRefresh:       DefaultMinRefresh,
+		MaxRefresh:       DefaultMaxRefresh,
+		RefetchInterval:  DefaultRefetchInterval,
+		FetchTimeout:     DefaultFetchTimeout,
+		ShutdownTimeout:  DefaultShutdownTimeout,
 	}
 }
 
@@ -159,6 +167,9 @@ func (c Config) validate() (Config, error) {
 	c.TokenHeaders = headers
 	if c.Leeway < 0 {
 		errs = append(errs, fmt.Errorf("leeway %v is negative", c.Leeway))
+	}
+	if c.MaxTokenLifetime <= 0 {
+		errs = append(errs, fmt.Errorf("max token lifetime must be positive, not %v", c.MaxTokenLifetime))
 	}
 	if c.CacheSize < 0 {
 		errs = append(errs, fmt.Errorf("cache size %d is negative", c.CacheSize))

@@ -54,6 +54,7 @@ const (
 	reasonNoToken
 	reasonTooLarge
 	reasonMalformed
+	reasonDuplicateKey
 	reasonAlgNotAllowed
 	reasonCritHeader
 	reasonMissingKid
@@ -64,6 +65,7 @@ const (
 	reasonExpired
 	reasonNotYetValid
 	reasonIssuedInFuture
+	reasonLongLived
 	reasonBadIssuer
 	reasonBadAudience
 	reasonBadClaims
@@ -82,6 +84,7 @@ var reasons = [numReasons]struct {
 	reasonNoToken:        {"no_token", unauthenticated},
 	reasonTooLarge:       {"too_large", unauthenticated},
 	reasonMalformed:      {"malformed", unauthenticated},
+	reasonDuplicateKey:   {"duplicate_key", unauthenticated},
 	reasonAlgNotAllowed:  {"alg_not_allowed", unauthenticated},
 	reasonCritHeader:     {"crit_header", unauthenticated},
 	reasonMissingKid:     {"missing_kid", unauthenticated},
@@ -92,6 +95,7 @@ var reasons = [numReasons]struct {
 	reasonExpired:        {"expired", unauthenticated},
 	reasonNotYetValid:    {"not_yet_valid", unauthenticated},
 	reasonIssuedInFuture: {"issued_in_future", unauthenticated},
+	reasonLongLived:      {"lifetime_too_long", unauthenticated},
 	reasonBadIssuer:      {"bad_issuer", unauthenticated},
 	reasonBadAudience:    {"bad_audience", unauthenticated},
 	reasonBadClaims:      {"bad_claims", unauthenticated},
@@ -109,8 +113,10 @@ func (r reason) outcome() outcome { return reasons[r].outcome }
 // signature is a bad signature, never merely "expired".
 func failureReason(err error) reason {
 	switch {
-	case errors.Is(err, errNotCompact):
+	case errors.Is(err, errNotCompact), errors.Is(err, errBadJSON), errors.Is(err, errNotNumericDate):
 		return reasonMalformed
+	case errors.Is(err, errDuplicateMember):
+		return reasonDuplicateKey
 	case errors.Is(err, errAlgNotAllowed):
 		return reasonAlgNotAllowed
 	case errors.Is(err, errCritHeader):
@@ -125,6 +131,8 @@ func failureReason(err error) reason {
 		return reasonAlgMismatch
 	case errors.Is(err, errBadClaims):
 		return reasonBadClaims
+	case errors.Is(err, errTooLong):
+		return reasonLongLived
 	case errors.Is(err, jwt.ErrTokenMalformed):
 		return reasonMalformed
 	case errors.Is(err, jwt.ErrTokenUnverifiable):

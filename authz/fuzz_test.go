@@ -100,6 +100,8 @@ func FuzzCheck(f *testing.F) {
 	srv, err := New(context.Background(), testConfig(Config{
 		Issuer: testIssuer, JWKSURL: jw.jwksURL(), CacheSize: 64,
 		MinRefresh: time.Hour, MaxRefresh: time.Hour, RefetchInterval: time.Hour,
+		// The stored corpus's tokens live from 2026 to 2100.
+		MaxTokenLifetime: 100 * 365 * 24 * time.Hour,
 	}), slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	if err != nil {
 		f.Fatal(err)
@@ -188,9 +190,10 @@ func FuzzCheck(f *testing.F) {
 	})
 }
 
-// FuzzKeySet feeds arbitrary JWKS documents to the key set builder: no
-// panic, and every key it trusts is safe (kid set, alg allowlisted and
-// fitting the key, RSA at least 2048 bits, EC points on their curve).
+// FuzzKeySet feeds arbitrary JWKS documents to the key set parser and
+// builder: no panic, and every key it trusts is safe (kid set, alg
+// allowlisted and fitting the key, RSA at least 2048 bits with a sound
+// exponent, EC points on their curve, no private key material).
 func FuzzKeySet(f *testing.F) {
 	for _, k := range []*testKey{fuzzKey(f), newTestKey(f, "RS256", "main"), newTestKey(f, "EdDSA", "main"), newTestKey(f, "RS1024", "weak")} {
 		b, _ := json.Marshal(map[string]any{"keys": []any{k.jwkMap(f)}})
@@ -202,8 +205,10 @@ func FuzzKeySet(f *testing.F) {
 	}
 	f.Add([]byte(`{"keys":[{"kty":"oct","kid":"h","alg":"HS256","k":"c2VjcmV0"}]}`), false)
 	f.Add([]byte(`{"keys":[{"kty":"EC","kid":"e","crv":"P-256","x":"AA","y":"AA"}]}`), false)
+	priv, _ := json.Marshal(map[string]any{"keys": []any{newTestKey(f, "RS256", "main").privateJWK(f)}})
+	f.Add(priv, false)
 	f.Fuzz(func(t *testing.T, data []byte, morePS bool) {
-		set, err := jwk.Parse(data, jwk.WithIgnoreParseError(true))
+		set, _, err := parseJWKS(data)
 		if err != nil {
 			return
 		}
@@ -212,6 +217,12 @@ func FuzzKeySet(f *testing.F) {
 			allowed = []string{"ES256", "RS256", "PS256", "EdDSA"}
 		}
 		ks, _ := buildKeySet(set, allowed, nil)
+		for i := 0; i < set.Len(); i++ {
+			k, _ := set.Key(i)
+			if names := privateParts(k); len(names) > 0 && ks.lookup(k.KeyID()) != nil {
+				t.Fatalf("key %q with private members %v trusted", k.KeyID(), names)
+			}
+		}
 		for kid, k := range ks.keys {
 			if kid == "" || k.kid != kid {
 				t.Fatalf("key under kid %q says kid %q", kid, k.kid)
@@ -223,6 +234,9 @@ func FuzzKeySet(f *testing.F) {
 			case *rsa.PublicKey:
 				if p.N.BitLen() < minRSABits {
 					t.Fatalf("trusted RSA-%d key", p.N.BitLen())
+				}
+				if p.E < minRSAExponent || p.E%2 == 0 {
+					t.Fatalf("trusted RSA key with exponent %d", p.E)
 				}
 			case *ecdsa.PublicKey:
 				if _, err := p.ECDH(); err != nil {

@@ -61,7 +61,7 @@ func newTestKey(t testing.TB, alg, name string) *testKey {
 		priv, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	case "ES384":
 		priv, err = ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
-	case "RS256", "PS256":
+	case "RS256", "PS256", "PS384", "PS512":
 		priv, err = rsa.GenerateKey(rand.Reader, 2048)
 	case "RS1024":
 		priv, err = rsa.GenerateKey(rand.Reader, 1024)
@@ -169,6 +169,19 @@ func (k *testKey) signAs(t testing.TB, alg string, claims map[string]any, hdr ma
 		t.Fatalf("sign: %v", err)
 	}
 	return s
+}
+
+// signJSON signs header and payload, given as JSON text, with k, so a
+// test can have the issuer sign JSON that a map cannot hold (duplicate
+// members, say).
+func (k *testKey) signJSON(t testing.TB, header, payload string) string {
+	t.Helper()
+	signing := seg(t, header) + "." + seg(t, payload)
+	sig, err := jwt.GetSigningMethod(k.alg).Sign(signing, k.priv)
+	if err != nil {
+		t.Fatalf("sign: %v", err)
+	}
+	return signing + "." + base64.RawURLEncoding.EncodeToString(sig)
 }
 
 // rawToken assembles a compact token from a header and payload (JSON
@@ -360,6 +373,13 @@ func (r *logRecorder) lastCheck(t testing.TB) map[string]any {
 	return cs[len(cs)-1]
 }
 
+// lines returns every log line so far.
+func (r *logRecorder) lines() []map[string]any {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.records)
+}
+
 // all returns every log line so far as JSON text.
 func (r *logRecorder) all() string {
 	r.mu.Lock()
@@ -447,7 +467,7 @@ func testConfig(c Config) Config {
 	}{
 		{&c.MinRefresh, d.MinRefresh}, {&c.MaxRefresh, max(d.MaxRefresh, c.MinRefresh)},
 		{&c.RefetchInterval, d.RefetchInterval}, {&c.FetchTimeout, d.FetchTimeout},
-		{&c.ShutdownTimeout, d.ShutdownTimeout},
+		{&c.ShutdownTimeout, d.ShutdownTimeout}, {&c.MaxTokenLifetime, d.MaxTokenLifetime},
 	} {
 		if *f.p == 0 {
 			*f.p = f.v

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/lestrrat-go/httpcc"
-	"github.com/lestrrat-go/jwx/v2/jwk"
 )
 
 // maxDocumentBytes bounds a discovery document or JWKS body.
@@ -289,15 +288,24 @@ func (s *keySource) fetchOnce(ctx context.Context) (next *keySet, refresh time.D
 	if err != nil {
 		return nil, 0, false, fmt.Errorf("read jwks %s: %w", u, err)
 	}
-	// A key jwx cannot parse is dropped rather than failing the set; the
-	// keys it can parse still go through buildKeySet's checks.
-	set, err := jwk.Parse(body, jwk.WithIgnoreParseError(true))
+	set, leaked, err := parseJWKS(body)
 	if err != nil {
 		return nil, 0, false, fmt.Errorf("parse jwks %s: %w", u, err)
 	}
 	next, refused := buildKeySet(set, s.cfg.Algorithms, prev)
+	refused = append(leaked, refused...)
 	for _, r := range refused {
-		s.log.Warn("JWKS key refused", "kid", truncate(r.kid, 64), "err", r.err)
+		reason := r.reason()
+		s.metrics.keysRefused.WithLabelValues(reason).Inc()
+		if reason == refusedPrivate {
+			// Someone who has the issuer's private key can sign
+			// anything: make the leak an outage people see, not a
+			// silent trust.
+			s.log.Error("JWKS publishes private key material: the issuer's signing key has leaked; refusing the key, rotate it",
+				"kid", truncate(r.kid, 64), "err", r.err, "jwks_uri", u)
+			continue
+		}
+		s.log.Warn("JWKS key refused", "kid", truncate(r.kid, 64), "reason", reason, "err", r.err)
 	}
 	s.metrics.refused.Set(float64(len(refused)))
 	if next.len() == 0 && prev == nil {

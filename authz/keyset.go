@@ -7,17 +7,63 @@ import (
 	"crypto/elliptic"
 	"crypto/rsa"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"math/big"
 	"slices"
+	"strings"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/lestrrat-go/jwx/v2/jwk"
+	"github.com/titanous/rocacheck"
 )
 
 // minRSABits is the smallest RSA modulus a key set may use (RFC 8725
 // §3.5, NIST SP 800-131A).
 const minRSABits = 2048
+
+// RSA public exponents a key may have: odd, at least 65537 (FIPS 186-5
+// §5.5(e) asks for over 2^16) and below 2^31 (crypto/rsa refuses larger
+// ones when it verifies). So e = 1, which no token verifies with, or 3,
+// which Bleichenbacher's signature forgery needs, is never a usable key.
+const (
+	minRSAExponent = 65537
+	maxRSAExponent = 1<<31 - 1
+)
+
+// Why a JWKS key is refused, as the label of
+// tollgate_authz_jwks_keys_refused_total.
+const (
+	refusedPrivate  = "private_key" // the JWK carries private key material
+	refusedWeak     = "weak_key"    // short modulus, bad exponent, ROCA
+	refusedUnusable = "unusable"    // anything else
+)
+
+var (
+	// errPrivateKey means a JWKS published private key material: the
+	// issuer's key has leaked, and trusting it would hide that.
+	errPrivateKey = errors.New("key carries private key material")
+	// errWeakKey means a key a forger could break.
+	errWeakKey = errors.New("key is weak")
+)
+
+// privateMembers are the JWK members only a private or secret key has:
+// RSA's d, p, q, dp, dq, qi and oth (RFC 7518 §6.3.2), EC's and OKP's d
+// (§6.2.2, RFC 8037 §2), and a symmetric key's k (§6.4.1).
+var privateMembers = [...]string{"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
+
+// pssMethods verify RSA-PSS with the salt as long as the hash, which RFC
+// 7518 §3.5 requires. golang-jwt's registered PS* methods accept any salt
+// length (rsa.PSSSaltLengthAuto) for old tokens' sake; authz has none.
+var pssMethods = map[string]jwt.SigningMethod{}
+
+func init() {
+	for _, m := range []*jwt.SigningMethodRSAPSS{jwt.SigningMethodPS256, jwt.SigningMethodPS384, jwt.SigningMethodPS512} {
+		exact := &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash}
+		pssMethods[m.Alg()] = &jwt.SigningMethodRSAPSS{SigningMethodRSA: m.SigningMethodRSA, Options: exact, VerifyOptions: exact}
+	}
+}
 
 // verifyKey is one trusted key from the JWKS, bound to exactly one
 // algorithm. It is immutable; a refresh that finds the same key material
@@ -57,18 +103,85 @@ func (s *keySet) holds(k *verifyKey) bool {
 	return s != nil && k != nil && s.keys[k.kid] == k
 }
 
-// refusedKey is a JWK that buildKeySet would not trust, with why.
+// refusedKey is a JWK that parseJWKS or buildKeySet would not trust,
+// with why.
 type refusedKey struct {
 	kid string
 	err error
 }
 
+// reason is the metric label for why r was refused.
+func (r refusedKey) reason() string {
+	switch {
+	case errors.Is(r.err, errPrivateKey):
+		return refusedPrivate
+	case errors.Is(r.err, errWeakKey):
+		return refusedWeak
+	}
+	return refusedUnusable
+}
+
+// parseJWKS parses a JWK Set document key by key. A key that carries a
+// private member is refused by that member's name alone, before jwx
+// parses it, so that a leak is reported even when the leaked key is
+// malformed; a key jwx cannot parse is dropped rather than failing the
+// set, and the keys it can parse still go through buildKeySet's checks.
+func parseJWKS(body []byte) (jwk.Set, []refusedKey, error) {
+	var doc struct {
+		Keys *[]json.RawMessage `json:"keys"`
+	}
+	if err := json.Unmarshal(body, &doc); err != nil {
+		return nil, nil, fmt.Errorf("not a JWK set: %w", err)
+	}
+	if doc.Keys == nil {
+		return nil, nil, errors.New(`not a JWK set: no "keys" array`)
+	}
+	set := jwk.NewSet()
+	var refused []refusedKey
+	for _, raw := range *doc.Keys {
+		var members map[string]json.RawMessage
+		if json.Unmarshal(raw, &members) != nil {
+			continue // not an object, so not a key
+		}
+		if names := privateMemberNames(members); len(names) > 0 {
+			var kid string
+			json.Unmarshal(members["kid"], &kid)
+			refused = append(refused, refusedKey{kid: kid, err: fmt.Errorf("%w (%s)", errPrivateKey, strings.Join(names, ", "))})
+			continue
+		}
+		k, err := jwk.ParseKey(raw)
+		if err != nil {
+			continue
+		}
+		set.AddKey(k)
+	}
+	return set, refused, nil
+}
+
+// privateMemberNames returns the members of a JWK object that name
+// private key material. Case is ignored, as jwx's own decoding does when
+// it tells a private key from a public one.
+func privateMemberNames(members map[string]json.RawMessage) []string {
+	var names []string
+	for name := range members {
+		for _, p := range privateMembers {
+			if strings.EqualFold(name, p) {
+				names = append(names, name)
+			}
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
 // buildKeySet turns a parsed JWKS into verification keys. Every key that
-// is not safe to trust is refused and reported, never half-used: no kid,
-// a symmetric key, a use or key_ops that excludes verification, RSA under
-// 2048 bits, an EC point off its curve, an alg outside allowed or not
-// matching the key, or a kid that appears twice. Keys unchanged since
-// prev keep their identity.
+// is not safe to trust is refused and reported, never half-used: private
+// key material (which parseJWKS refuses first; checked again so that a
+// set from anywhere is safe), no kid, a symmetric key, a use or key_ops
+// that excludes verification, RSA under 2048 bits or with a bad exponent
+// or the ROCA fingerprint, an EC point off its curve, an alg outside
+// allowed or not matching the key, or a kid that appears twice. Keys
+// unchanged since prev keep their identity.
 func buildKeySet(set jwk.Set, allowed []string, prev *keySet) (*keySet, []refusedKey) {
 	var refused []refusedKey
 	seen := map[string]int{}
@@ -104,6 +217,9 @@ func buildKeySet(set jwk.Set, allowed []string, prev *keySet) (*keySet, []refuse
 // fits one only when the allowlist has a single RSA algorithm), so a key
 // is never usable with two algorithms and the token never chooses.
 func newVerifyKey(k jwk.Key, allowed []string) (*verifyKey, error) {
+	if names := privateParts(k); len(names) > 0 {
+		return nil, fmt.Errorf("%w (%s)", errPrivateKey, strings.Join(names, ", "))
+	}
 	kid := k.KeyID()
 	if kid == "" {
 		return nil, errors.New("key has no kid")
@@ -125,8 +241,8 @@ func newVerifyKey(k jwk.Key, allowed []string) (*verifyKey, error) {
 	var pub crypto.PublicKey
 	switch p := raw.(type) {
 	case *rsa.PublicKey:
-		if n := p.N.BitLen(); n < minRSABits {
-			return nil, fmt.Errorf("RSA key has %d bits, under %d", n, minRSABits)
+		if err := checkRSA(pk, p); err != nil {
+			return nil, err
 		}
 		pub = p
 	case *ecdsa.PublicKey:
@@ -167,7 +283,10 @@ func newVerifyKey(k jwk.Key, allowed []string) (*verifyKey, error) {
 		}
 		alg = fits[0]
 	}
-	method := jwt.GetSigningMethod(alg)
+	method := pssMethods[alg]
+	if method == nil {
+		method = jwt.GetSigningMethod(alg)
+	}
 	if method == nil {
 		return nil, fmt.Errorf("alg %q has no verifier", alg)
 	}
@@ -182,6 +301,42 @@ func newVerifyKey(k jwk.Key, allowed []string) (*verifyKey, error) {
 		pub:    pub,
 		thumb:  base64.RawURLEncoding.EncodeToString(tp),
 	}, nil
+}
+
+// privateParts returns the private members that k carries: d and the
+// rest when jwx parsed it as a private key, k for a symmetric one, or a
+// stray one jwx kept as an extra member of a public key.
+func privateParts(k jwk.Key) []string {
+	var names []string
+	for _, p := range privateMembers {
+		if _, ok := k.Get(p); ok {
+			names = append(names, p)
+		}
+	}
+	return names
+}
+
+// checkRSA refuses RSA keys a forger could break: a modulus under
+// minRSABits, an exponent that is even or outside [minRSAExponent,
+// maxRSAExponent], or a modulus with the fingerprint of the Infineon
+// key generator that ROCA (CVE-2017-15361) factors. The exponent is read
+// from the JWK's own bytes, as jwx truncates it to an int.
+func checkRSA(k jwk.Key, p *rsa.PublicKey) error {
+	if n := p.N.BitLen(); n < minRSABits {
+		return fmt.Errorf("%w: RSA key has %d bits, under %d", errWeakKey, n, minRSABits)
+	}
+	rk, ok := k.(jwk.RSAPublicKey)
+	if !ok {
+		return fmt.Errorf("RSA key is a %T", k)
+	}
+	e := new(big.Int).SetBytes(rk.E())
+	if e.Bit(0) == 0 || e.Cmp(big.NewInt(minRSAExponent)) < 0 || e.Cmp(big.NewInt(maxRSAExponent)) > 0 {
+		return fmt.Errorf("%w: RSA exponent %s is not odd in [%d, 2^31)", errWeakKey, truncate(e.String(), 32), minRSAExponent)
+	}
+	if rocacheck.IsWeak(p) {
+		return fmt.Errorf("%w: RSA modulus has the ROCA fingerprint (CVE-2017-15361)", errWeakKey)
+	}
+	return nil
 }
 
 // algFits reports whether alg verifies with pub's key type (and curve).

@@ -51,6 +51,10 @@ func TestBuildKeySet(t *testing.T) {
 		"x": base64.RawURLEncoding.EncodeToString(x.PublicKey().Bytes())}
 	oct := map[string]any{"kty": "oct", "kid": "hmac", "alg": "HS256", "k": base64.RawURLEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))}
 	defaults := []string{"ES256", "RS256", "EdDSA"}
+	rsPriv := newTestKey(t, "RS256", "main").privateJWK(t)
+	esPriv := newTestKey(t, "ES256", "main").privateJWK(t)
+	edPriv := newTestKey(t, "EdDSA", "main").privateJWK(t)
+	roca := rocaTestKey(t).jwkMap(t)
 
 	tests := []struct {
 		name        string
@@ -70,6 +74,19 @@ func TestBuildKeySet(t *testing.T) {
 		{"alg not fitting the curve", []string{"ES256", "ES384"}, []map[string]any{edit(es, "alg", "ES384")}, map[string]string{}, 1},
 		{"alg not fitting the key type", defaults, []map[string]any{edit(es, "alg", "RS256")}, map[string]string{}, 1},
 		{"RSA under 2048 bits", defaults, []map[string]any{weak}, map[string]string{}, 1},
+		{"RSA exponent 65537", defaults, []map[string]any{edit(rs, "e", "AQAB")}, map[string]string{rs["kid"].(string): "RS256"}, 0},
+		{"RSA exponent 2^31-1, the largest", defaults, []map[string]any{edit(rs, "e", "f____w")}, map[string]string{rs["kid"].(string): "RS256"}, 0},
+		{"RSA exponent 1", defaults, []map[string]any{edit(rs, "e", "AQ")}, map[string]string{}, 1},
+		{"RSA exponent 3", defaults, []map[string]any{edit(rs, "e", "Aw")}, map[string]string{}, 1},
+		{"RSA exponent 65535, odd but small", defaults, []map[string]any{edit(rs, "e", "__8")}, map[string]string{}, 1},
+		{"RSA exponent 65538, even", defaults, []map[string]any{edit(rs, "e", "AQAC")}, map[string]string{}, 1},
+		{"RSA exponent 2^31+1", defaults, []map[string]any{edit(rs, "e", "gAAAAQ")}, map[string]string{}, 1},
+		{"RSA exponent 2^72+65537, which jwx truncates to 65537", defaults, []map[string]any{edit(rs, "e", "AQAAAAAAAAEAAQ")}, map[string]string{}, 1},
+		{"RSA key with the ROCA fingerprint", defaults, []map[string]any{roca}, map[string]string{}, 1},
+		{"RSA private key", defaults, []map[string]any{rsPriv}, map[string]string{}, 1},
+		{"EC private key", defaults, []map[string]any{esPriv}, map[string]string{}, 1},
+		{"Ed25519 private key", defaults, []map[string]any{edPriv}, map[string]string{}, 1},
+		{"RSA public key with a stray q", defaults, []map[string]any{edit(rs, "q", rsPriv["q"])}, map[string]string{}, 1},
 		{"symmetric key", []string{"ES256"}, []map[string]any{oct}, map[string]string{}, 1},
 		{"X25519 is not a signature key", defaults, []map[string]any{x25519}, map[string]string{}, 1},
 		{"use enc", defaults, []map[string]any{edit(es, "use", "enc")}, map[string]string{}, 1},
@@ -123,5 +140,99 @@ func TestBuildKeySetKeepsIdentity(t *testing.T) {
 	}
 	if !swapped.holds(swapped.keys[kid]) || swapped.holds(same.keys[kid]) {
 		t.Errorf("holds() does not track key identity")
+	}
+}
+
+// TestRefusalReasons pins the reason label each refusal is counted
+// under in tollgate_authz_jwks_keys_refused_total.
+func TestRefusalReasons(t *testing.T) {
+	rs := newTestKey(t, "RS256", "main").jwkMap(t)
+	es := newTestKey(t, "ES256", "main").jwkMap(t)
+	rsPriv := newTestKey(t, "RS256", "main").privateJWK(t)
+	tests := []struct {
+		name string
+		key  map[string]any
+		want string
+	}{
+		{"RSA private key", rsPriv, refusedPrivate},
+		{"EC private key", newTestKey(t, "ES256", "main").privateJWK(t), refusedPrivate},
+		{"public key with a stray dp", edit(rs, "dp", rsPriv["dp"]), refusedPrivate},
+		{"RSA-1024", newTestKey(t, "RS1024", "weak").jwkMap(t), refusedWeak},
+		{"exponent 1", edit(rs, "e", "AQ"), refusedWeak},
+		{"exponent 2^72+65537", edit(rs, "e", "AQAAAAAAAAEAAQ"), refusedWeak},
+		{"ROCA fingerprint", rocaTestKey(t).jwkMap(t), refusedWeak},
+		{"no kid", edit(es, "kid", nil), refusedUnusable},
+		{"use enc", edit(es, "use", "enc"), refusedUnusable},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, refused := buildKeySet(parseSet(t, tt.key), DefaultAlgorithms, nil)
+			if len(refused) != 1 {
+				t.Fatalf("buildKeySet(%s) refused %d keys, want 1", tt.name, len(refused))
+			}
+			if got := refused[0].reason(); got != tt.want {
+				t.Errorf("buildKeySet(%s) refused it as %s (%v), want %s", tt.name, got, refused[0].err, tt.want)
+			}
+		})
+	}
+}
+
+// TestParseJWKS: private key material is refused by member name before
+// jwx parses the key, so even a leaked key jwx would drop is reported.
+func TestParseJWKS(t *testing.T) {
+	es := newTestKey(t, "ES256", "main").jwkMap(t)
+	rsPriv := newTestKey(t, "RS256", "main").privateJWK(t)
+	doc := func(keys ...any) string {
+		b, err := json.Marshal(map[string]any{"keys": keys})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	tests := []struct {
+		name        string
+		body        string
+		wantKeys    int
+		wantRefused []string // kids refused as private keys
+		wantErr     bool
+	}{
+		{"public keys", doc(es), 1, nil, false},
+		{"empty set", `{"keys":[]}`, 0, nil, false},
+		{"a private key beside a public one", doc(es, rsPriv), 1, []string{rsPriv["kid"].(string)}, false},
+		{"d in upper case, which jwx drops", doc(edit(es, "kid", "D", "D", rsPriv["d"])), 0, []string{"D"}, false},
+		{"d not base64, which jwx drops", doc(edit(es, "kid", "junk", "d", "!!")), 0, []string{"junk"}, false},
+		{"d null", doc(edit(es, "kid", "null-d", "d", json.RawMessage("null"))), 0, []string{"null-d"}, false},
+		{"oth", doc(edit(es, "kid", "oth", "oth", []any{})), 0, []string{"oth"}, false},
+		{"oct key", doc(map[string]any{"kty": "oct", "kid": "h", "k": "c2VjcmV0"}), 0, []string{"h"}, false},
+		{"private key without a kid", doc(edit(rsPriv, "kid", nil)), 0, []string{""}, false},
+		{"a key that is not an object", doc("x", es), 1, nil, false},
+		{"an unparseable public key is dropped", doc(map[string]any{"kty": "EC", "kid": "junk", "crv": "P-256"}, es), 1, nil, false},
+		{"not JSON", `<html>`, 0, nil, true},
+		{"no keys member", `{"kty":"EC"}`, 0, nil, true},
+		{"keys not an array", `{"keys":{}}`, 0, nil, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			set, refused, err := parseJWKS([]byte(tt.body))
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("parseJWKS(%s) error = %v, want error %v", tt.name, err, tt.wantErr)
+			}
+			if err != nil {
+				return
+			}
+			if set.Len() != tt.wantKeys {
+				t.Errorf("parseJWKS(%s) kept %d keys, want %d", tt.name, set.Len(), tt.wantKeys)
+			}
+			var kids []string
+			for _, r := range refused {
+				if r.reason() != refusedPrivate {
+					t.Errorf("parseJWKS(%s) refused %q as %s, want %s", tt.name, r.kid, r.reason(), refusedPrivate)
+				}
+				kids = append(kids, r.kid)
+			}
+			if diff := cmp.Diff(tt.wantRefused, kids); diff != "" {
+				t.Errorf("parseJWKS(%s) refused kids (-want +got):\n%s", tt.name, diff)
+			}
+		})
 	}
 }

@@ -22,6 +22,7 @@ type metrics struct {
 	refetches   *prometheus.CounterVec
 	keys        prometheus.Gauge
 	refused     prometheus.Gauge
+	keysRefused *prometheus.CounterVec
 	lastSuccess prometheus.Gauge
 	cacheHits   prometheus.Counter
 	cacheMisses prometheus.Counter
@@ -54,6 +55,10 @@ func newMetrics(reg prometheus.Registerer, cacheLen func() int) *metrics {
 			Name: "tollgate_authz_jwks_refused_keys",
 			Help: "Keys in the last fetched JWKS that were refused as unsafe or unusable.",
 		}),
+		keysRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tollgate_authz_jwks_keys_refused_total",
+			Help: "Keys refused in fetched JWKS documents (each fetch counts again), by reason (private_key, weak_key, unusable). Any private_key means the issuer's key has leaked.",
+		}, []string{"reason"}),
 		lastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "tollgate_authz_jwks_last_success_timestamp_seconds",
 			Help: "Unix time of the last successful JWKS fetch.",
@@ -81,7 +86,10 @@ func newMetrics(reg prometheus.Registerer, cacheLen func() int) *metrics {
 	for _, r := range []string{"fetched", "rate_limited"} {
 		m.refetches.WithLabelValues(r)
 	}
-	reg.MustRegister(checks, latency, m.fetches, m.refetches, m.keys, m.refused, m.lastSuccess, m.cacheHits, m.cacheMisses,
+	for _, r := range []string{refusedPrivate, refusedWeak, refusedUnusable} {
+		m.keysRefused.WithLabelValues(r)
+	}
+	reg.MustRegister(checks, latency, m.fetches, m.refetches, m.keys, m.refused, m.keysRefused, m.lastSuccess, m.cacheHits, m.cacheMisses,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "tollgate_authz_token_cache_entries",
 			Help: "Entries in the verified-token cache.",

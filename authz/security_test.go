@@ -2,22 +2,30 @@ package authz
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/hmac"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
+	"fmt"
 	"math/big"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v2/jwk"
 )
 
 // hs256 signs header.payload with HMAC-SHA256 under secret, the way a
@@ -75,6 +83,33 @@ func TestAttackTokens(t *testing.T) {
 
 	n := elliptic.P256().Params().N.FillBytes(make([]byte, 32))
 	attackerCert := selfSignedCert(t, attacker)
+
+	// JSON the issuer signed but a map cannot hold: plus appends raw
+	// members to the valid payload, header is the valid header.
+	header := `{"alg":"ES256","kid":"` + es.kid + `","typ":"JWT"}`
+	payload := func(c map[string]any) string {
+		b, err := json.Marshal(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	plus := func(c map[string]any, members string) string {
+		return strings.TrimSuffix(payload(c), "}") + "," + members + "}"
+	}
+	numString := func(d time.Duration) string { return strconv.FormatInt(now.Add(d).Unix(), 10) }
+	lifetime := func(iat, exp time.Duration) map[string]any {
+		c := with("iat", now.Add(iat).Unix())
+		c["nbf"] = c["iat"]
+		c["exp"] = now.Add(exp).Unix()
+		return c
+	}
+	noIat := func(exp time.Duration) map[string]any {
+		c := with("iat", nil)
+		c["exp"] = now.Add(exp).Unix()
+		return c
+	}
+	const day = 24 * time.Hour
 
 	tests := []struct {
 		name    string
@@ -150,6 +185,48 @@ func TestAttackTokens(t *testing.T) {
 		{name: "iat in the future", tok: es.sign(t, with("iat", now.Add(5*time.Minute).Unix()), nil), reason: "issued_in_future"},
 		{name: "exp as a string", tok: es.sign(t, with("exp", "tomorrow"), nil), reason: "malformed"},
 
+		// NumericDate is a JSON number (RFC 7519 §2); golang-jwt would
+		// read a string holding one, and null as no claim.
+		{name: "exp as a numeric string", tok: es.sign(t, with("exp", numString(time.Hour)), nil), reason: "malformed"},
+		{name: "nbf as a numeric string", tok: es.sign(t, with("nbf", numString(0)), nil), reason: "malformed"},
+		{name: "iat as a numeric string", tok: es.sign(t, with("iat", numString(0)), nil), reason: "malformed"},
+		{name: "exp as a fractional numeric string", tok: es.sign(t, with("exp", numString(time.Hour)+".5"), nil), reason: "malformed"},
+		{name: "exp null", tok: es.sign(t, with("exp", json.RawMessage("null")), nil), reason: "malformed"},
+		{name: "nbf null", tok: es.sign(t, with("nbf", json.RawMessage("null")), nil), reason: "malformed"},
+		{name: "iat null", tok: es.sign(t, with("iat", json.RawMessage("null")), nil), reason: "malformed"},
+		{name: "nbf as an array", tok: es.sign(t, with("nbf", []int64{now.Unix()}), nil), reason: "malformed"},
+
+		// Duplicate members, which golang-jwt resolves by taking the last
+		// and a verifier beside us might resolve by taking the first.
+		{name: "sub twice", tok: es.signJSON(t, header, plus(good, `"sub":"admin-user"`)), reason: "duplicate_key"},
+		{name: "roles twice", tok: es.signJSON(t, header, plus(good, `"roles":["admin"]`)), reason: "duplicate_key"},
+		{name: "exp twice", tok: es.signJSON(t, header, plus(good, `"exp":`+numString(1000*day))), reason: "duplicate_key"},
+		{name: "sub twice, once escaped", tok: es.signJSON(t, header, plus(good, `"\u0073ub":"admin-user"`)), reason: "duplicate_key"},
+		{name: "kid twice in the header", tok: es.signJSON(t, `{"alg":"ES256","kid":"other","kid":"`+es.kid+`"}`, payload(good)), reason: "duplicate_key"},
+		{name: "alg twice in the header", tok: es.signJSON(t, `{"alg":"none","alg":"ES256","kid":"`+es.kid+`"}`, payload(good)), reason: "duplicate_key"},
+		{name: "duplicate inside a header member", tok: es.signJSON(t, `{"alg":"ES256","kid":"`+es.kid+`","x":{"a":1,"a":2}}`, payload(good)), reason: "duplicate_key"},
+		{name: "duplicate deep inside a claim", tok: es.signJSON(t, header, plus(good, `"ext":{"a":1,"b":{"c":1,"c":2}}`)), reason: "duplicate_key"},
+		{name: "duplicate in an object in an array", tok: es.signJSON(t, header, plus(good, `"ext":[{"a":1},{"a":1,"a":2}]`)), reason: "duplicate_key"},
+		{name: "duplicate hidden behind invalid UTF-8", tok: es.signJSON(t, header, plus(good, "\"x\":\"\xff\",\"sub\":\"admin-user\"")), reason: "malformed"},
+		{name: "duplicate, old signature kept", tok: vh + "." + seg(t, plus(good, `"sub":"admin-user"`)) + "." + vs, reason: "duplicate_key"},
+
+		// encoding/json matches claim names ignoring case, Unicode
+		// folding included, so these would stand in for sub and exp.
+		{name: "SUB beside sub", tok: es.signJSON(t, header, plus(good, `"SUB":"admin-user"`)), reason: "duplicate_key"},
+		{name: "Exp as a numeric string instead of exp", tok: es.signJSON(t, header, plus(with("exp", nil), `"Exp":"`+numString(time.Hour)+`"`)), reason: "duplicate_key"},
+		{name: "long-s sub (U+017F) beside sub", tok: es.signJSON(t, header, plus(good, `"ſub":"admin-user"`)), reason: "duplicate_key"},
+		{name: "ROLES beside roles", tok: es.signJSON(t, header, plus(good, `"ROLES":["admin"]`)), reason: "duplicate_key"},
+
+		// At most MaxTokenLifetime (24h here) between iat and exp, or
+		// between now and exp without iat.
+		{name: "lifetime 100 years", tok: es.sign(t, lifetime(0, 100*365*day), nil), reason: "lifetime_too_long"},
+		{name: "lifetime a second over a day", tok: es.sign(t, lifetime(-time.Hour, day-time.Hour+time.Second), nil), reason: "lifetime_too_long"},
+		{name: "issued 2 days ago, an hour left", tok: es.sign(t, lifetime(-2*day, time.Hour), nil), reason: "lifetime_too_long"},
+		{name: "no iat, exp in 25 hours", tok: es.sign(t, noIat(25*time.Hour), nil), reason: "lifetime_too_long"},
+		{name: "no iat, exp beyond the leeway", tok: es.sign(t, noIat(day+31*time.Second), nil), reason: "lifetime_too_long"},
+		{name: "too long and expired: expired first", tok: es.sign(t, lifetime(-1000*day, -time.Hour), nil), reason: "expired"},
+		{name: "too long and badly signed: signature first", tok: attacker.sign(t, lifetime(0, 100*365*day), map[string]any{"kid": es.kid}), reason: "bad_signature"},
+
 		// Issuer and audience.
 		{name: "wrong iss", tok: es.sign(t, with("iss", "https://evil.example"), nil), reason: "bad_issuer"},
 		{name: "iss with a trailing slash", tok: es.sign(t, with("iss", testIssuer+"/"), nil), reason: "bad_issuer"},
@@ -189,7 +266,7 @@ func TestAttackTokens(t *testing.T) {
 		{name: "payload 0", tok: vh + "." + seg(t, "0") + "." + vs, reason: "malformed"},
 		{name: `payload "x"`, tok: vh + "." + seg(t, `"x"`) + "." + vs, reason: "malformed"},
 		{name: "payload []", tok: vh + "." + seg(t, `[]`) + "." + vs, reason: "malformed"},
-		{name: "exp set to null", tok: vh + "." + seg(t, with("exp", json.RawMessage("null"))) + "." + vs, reason: "bad_signature"},
+		{name: "exp set to null", tok: vh + "." + seg(t, with("exp", json.RawMessage("null"))) + "." + vs, reason: "malformed"},
 		{name: "exp set to true", tok: vh + "." + seg(t, with("exp", true)) + "." + vs, reason: "malformed"},
 		{name: "roles set to false", tok: vh + "." + seg(t, with("roles", false)) + "." + vs, reason: "malformed"},
 		{name: "sub set to 0", tok: vh + "." + seg(t, with("sub", 0)) + "." + vs, reason: "malformed"},
@@ -257,6 +334,23 @@ func TestEdgesStillValid(t *testing.T) {
 		{"aud as a string", func(c map[string]any) { c["aud"] = testAudience }},
 		{"aud among others", func(c map[string]any) { c["aud"] = []string{"books", testAudience} }},
 		{"no nbf, no iat", func(c map[string]any) { delete(c, "nbf"); delete(c, "iat") }},
+		{"lifetime exactly the maximum", func(c map[string]any) {
+			c["iat"], c["exp"] = now.Add(-time.Hour).Unix(), now.Add(23*time.Hour).Unix()
+		}},
+		{"no iat, exp in a day", func(c map[string]any) { delete(c, "iat"); c["exp"] = now.Add(24 * time.Hour).Unix() }},
+		{"no iat, exp a day and 10s away, within leeway", func(c map[string]any) {
+			delete(c, "iat")
+			c["exp"] = now.Add(24*time.Hour + 10*time.Second).Unix()
+		}},
+		{"fractional dates", func(c map[string]any) {
+			c["iat"] = float64(now.Unix()) + 0.25
+			c["nbf"] = json.Number(fmt.Sprint(now.Unix()) + ".5")
+		}},
+		{"same member names in sibling and nested objects", func(c map[string]any) {
+			c["ext"] = []any{map[string]any{"a": 1, "sub": "x"}, map[string]any{"a": map[string]any{"a": 1}}}
+		}},
+		{"case variants of claim names below the top level", func(c map[string]any) { c["ext"] = map[string]any{"SUB": "x", "Exp": "soon"} }},
+		{"a custom claim named like a prefix", func(c map[string]any) { c["subject"], c["expires"] = "x", "soon" }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -358,6 +452,26 @@ func TestConfigRefusesUnsafeAlgorithms(t *testing.T) {
 	}
 }
 
+func TestConfigMaxTokenLifetime(t *testing.T) {
+	if got := DefaultConfig().MaxTokenLifetime; got != DefaultMaxTokenLifetime {
+		t.Errorf("DefaultConfig().MaxTokenLifetime = %v, want %v", got, DefaultMaxTokenLifetime)
+	}
+	for _, tt := range []struct {
+		set     time.Duration
+		wantErr bool
+	}{
+		{time.Hour, false},
+		{0, true},
+		{-time.Second, true},
+	} {
+		c := DefaultConfig()
+		c.Issuer, c.MaxTokenLifetime = testIssuer, tt.set
+		if err := c.Validate(); (err != nil) != tt.wantErr {
+			t.Errorf("Validate(MaxTokenLifetime: %v) = %v, want error %v", tt.set, err, tt.wantErr)
+		}
+	}
+}
+
 // selfSignedCert returns a base64 DER certificate for k, as an attacker
 // would put in x5c.
 func selfSignedCert(t testing.TB, k *testKey) string {
@@ -373,4 +487,399 @@ func selfSignedCert(t testing.TB, k *testKey) string {
 		t.Fatal(err)
 	}
 	return base64.StdEncoding.EncodeToString(der)
+}
+
+// pssSign signs signing with PS* at an exact salt length, as a forger
+// with a non-conforming signer would. rsa.SignPSS takes salt length 0 to
+// mean "as long as possible", so an empty salt is encoded here (RFC 8017
+// §9.1.1) and checked against crypto/rsa's own verifier before use.
+func pssSign(t testing.TB, priv *rsa.PrivateKey, h crypto.Hash, signing string, salt int) []byte {
+	t.Helper()
+	hh := h.New()
+	hh.Write([]byte(signing))
+	digest := hh.Sum(nil)
+	if salt > 0 {
+		sig, err := rsa.SignPSS(rand.Reader, priv, h, digest, &rsa.PSSOptions{SaltLength: salt})
+		if err != nil {
+			t.Fatalf("SignPSS(salt %d): %v", salt, err)
+		}
+		return sig
+	}
+	emBits := priv.N.BitLen() - 1
+	emLen := (emBits + 7) / 8
+	mp := h.New()
+	mp.Write(make([]byte, 8))
+	mp.Write(digest)
+	hPrime := mp.Sum(nil)
+	db := make([]byte, emLen-h.Size()-1)
+	db[len(db)-1] = 0x01 // PS is all zeros, then 0x01, then no salt
+	mask := make([]byte, 0, len(db))
+	for c := uint32(0); len(mask) < len(db); c++ {
+		g := h.New()
+		g.Write(hPrime)
+		g.Write([]byte{byte(c >> 24), byte(c >> 16), byte(c >> 8), byte(c)})
+		mask = g.Sum(mask)
+	}
+	for i := range db {
+		db[i] ^= mask[i]
+	}
+	db[0] &= 0xff >> (8*emLen - emBits)
+	em := append(append(db, hPrime...), 0xbc)
+	s := new(big.Int).Exp(new(big.Int).SetBytes(em), priv.D, priv.N)
+	sig := s.FillBytes(make([]byte, priv.Size()))
+	if err := rsa.VerifyPSS(&priv.PublicKey, h, digest, sig, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthAuto}); err != nil {
+		t.Fatalf("the salt-0 signature does not verify with auto-detection, so it tests nothing: %v", err)
+	}
+	return sig
+}
+
+// TestPSSSaltLength: PS256/384/512 verify only with the salt as long as
+// the hash (RFC 7518 §3.5), not with whatever salt the signer chose.
+func TestPSSSaltLength(t *testing.T) {
+	keys := map[string]*testKey{}
+	for _, alg := range []string{"PS256", "PS384", "PS512"} {
+		keys[alg] = newTestKey(t, alg, "main")
+	}
+	hashes := map[string]crypto.Hash{"PS256": crypto.SHA256, "PS384": crypto.SHA384, "PS512": crypto.SHA512}
+	e := newTestEnv(t, Config{Algorithms: []string{"PS256", "PS384", "PS512"}, RefetchInterval: time.Hour},
+		keys["PS256"], keys["PS384"], keys["PS512"])
+	e.waitReady()
+	tests := []struct {
+		alg  string
+		salt int
+		ok   bool
+	}{
+		{"PS256", 32, true},
+		{"PS256", 0, false}, {"PS256", 1, false}, {"PS256", 20, false}, {"PS256", 31, false}, {"PS256", 33, false}, {"PS256", 222, false},
+		{"PS384", 48, true},
+		{"PS384", 0, false}, {"PS384", 32, false}, {"PS384", 47, false}, {"PS384", 49, false}, {"PS384", 206, false},
+		{"PS512", 64, true},
+		{"PS512", 0, false}, {"PS512", 32, false}, {"PS512", 63, false}, {"PS512", 65, false}, {"PS512", 190, false},
+	}
+	for _, tt := range tests {
+		name := fmt.Sprintf("%s salt %d", tt.alg, tt.salt)
+		t.Run(name, func(t *testing.T) {
+			k := keys[tt.alg]
+			c := claimsFor("u-1", "user")
+			signing := seg(t, map[string]any{"alg": tt.alg, "kid": k.kid, "typ": "JWT"}) + "." + seg(t, c)
+			sig := pssSign(t, k.priv.(*rsa.PrivateKey), hashes[tt.alg], signing, tt.salt)
+			tok := signing + "." + base64.RawURLEncoding.EncodeToString(sig)
+			got := e.check(envoyRequest("GET", "/books", bearer(tok), nil))
+			want := wantInvalid
+			if tt.ok {
+				want = wantAllow("u-1", "alice", "user", c["jti"].(string))
+			}
+			if diff := diffResponse(want, got); diff != "" {
+				t.Errorf("Check(%s) = %s, want %s (%v); diff (-want +got):\n%s", name, describe(got), describe(want), e.logs.lastCheck(t)["err"], diff)
+			}
+			if r := e.logs.lastCheck(t)["reason"]; !tt.ok && r != "bad_signature" {
+				t.Errorf("Check(%s) logged reason %v, want bad_signature", name, r)
+			}
+		})
+	}
+	// What golang-jwt itself signs (the issuer's way) verifies.
+	for alg, k := range keys {
+		c := claimsFor("u-2", "user")
+		got := e.check(envoyRequest("GET", "/books", bearer(k.sign(t, c, nil)), nil))
+		if diff := diffResponse(wantAllow("u-2", "alice", "user", c["jti"].(string)), got); diff != "" {
+			t.Errorf("Check(%s signed by golang-jwt) = %s, want OK; diff:\n%s", alg, describe(got), diff)
+		}
+	}
+}
+
+// privateJWK returns k's private JWK, as an issuer that leaked it would
+// publish it.
+func (k *testKey) privateJWK(t testing.TB) map[string]any {
+	t.Helper()
+	j, err := jwk.FromRaw(k.priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	must(t, j.Set(jwk.KeyIDKey, k.kid))
+	must(t, j.Set(jwk.AlgorithmKey, jwa.SignatureAlgorithm(k.alg)))
+	must(t, j.Set(jwk.KeyUsageKey, jwk.ForSignature))
+	b, err := json.Marshal(j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	must(t, json.Unmarshal(b, &m))
+	return m
+}
+
+// TestJWKSPrivateKeys: a JWKS that publishes private key material means
+// the issuer's key has leaked. Such a key is refused, whatever shape it
+// has, with an error in the log and a metric, and its tokens do not
+// verify.
+func TestJWKSPrivateKeys(t *testing.T) {
+	main := newTestKey(t, "ES256", "main")
+	leakedRSA := newTestKey(t, "RS256", "leaked")
+	leakedEC := newTestKey(t, "ES256", "leaked")
+	leakedEd := newTestKey(t, "EdDSA", "leaked")
+	strayP := newTestKey(t, "RS256", "stray")
+	rsaPriv := leakedRSA.privateJWK(t)
+	jwks := []any{
+		main.jwkMap(t),
+		rsaPriv,
+		leakedEC.privateJWK(t),
+		leakedEd.privateJWK(t),
+		edit(strayP.jwkMap(t), "p", rsaPriv["p"]),
+		map[string]any{"kty": "oct", "kid": "hmac", "alg": "HS256", "k": base64.RawURLEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))},
+		edit(leakedRSA.jwkMap(t), "kid", "upper-d", "D", rsaPriv["d"]),
+		edit(leakedRSA.jwkMap(t), "kid", "garbage-d", "d", "!!not base64!!"),
+	}
+	leakedKids := []string{leakedRSA.kid, leakedEC.kid, leakedEd.kid, strayP.kid, "hmac", "upper-d", "garbage-d"}
+	jw := newJWKSServer(t)
+	jw.setJWKs(t, jwks...)
+	e := newTestEnvWithJWKS(t, Config{Algorithms: []string{"ES256", "RS256", "EdDSA"}, RefetchInterval: time.Hour}, jw)
+	e.waitReady()
+
+	for _, tt := range []struct {
+		name string
+		key  *testKey
+	}{
+		{"leaked RSA key", leakedRSA},
+		{"leaked EC key", leakedEC},
+		{"leaked Ed25519 key", leakedEd},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got := e.check(envoyRequest("GET", "/books", bearer(tt.key.sign(t, claimsFor("u", "user"), nil)), nil))
+			if diff := diffResponse(wantInvalid, got); diff != "" {
+				t.Errorf("Check(token by %s) = %s, want 401; diff:\n%s", tt.name, describe(got), diff)
+			}
+			if r := e.logs.lastCheck(t)["reason"]; r != "unknown_kid" {
+				t.Errorf("Check(token by %s) reason %v, want unknown_kid", tt.name, r)
+			}
+		})
+	}
+	if got := e.srv.keys.keys().kids(); len(got) != 1 || got[0] != main.kid {
+		t.Errorf("keys loaded = %q, want only %q", got, main.kid)
+	}
+	if got := counterValue(t, e.reg, "tollgate_authz_jwks_keys_refused_total", "reason", "private_key"); got != float64(len(leakedKids)) {
+		t.Errorf(`tollgate_authz_jwks_keys_refused_total{reason="private_key"} = %v, want %d`, got, len(leakedKids))
+	}
+	logged := map[string]bool{}
+	for _, r := range e.logs.lines() {
+		if r["level"] == "ERROR" && strings.Contains(r["msg"].(string), "private key material") {
+			logged[r["kid"].(string)] = true
+		}
+	}
+	for _, kid := range leakedKids {
+		if !logged[kid] {
+			t.Errorf("no error-level log line for the private key material under kid %q; log: %s", kid, e.logs.all())
+		}
+	}
+	for _, line := range e.logs.lines() {
+		if s := fmt.Sprint(line); strings.Contains(s, rsaPriv["d"].(string)) {
+			t.Errorf("a log line contains the leaked private exponent: %s", s)
+		}
+	}
+
+	// With nothing but a leaked key the outage is visible: not ready.
+	jw2 := newJWKSServer(t)
+	jw2.setJWKs(t, rsaPriv)
+	e2 := newTestEnvWithJWKS(t, Config{}, jw2)
+	waitFor(t, "the fetch to end", func() bool {
+		return counterValue(t, e2.reg, "tollgate_authz_jwks_fetches_total", "result", "ok")+
+			counterValue(t, e2.reg, "tollgate_authz_jwks_fetches_total", "result", "error") > 0
+	})
+	if err := e2.srv.Ready(context.Background()); err == nil {
+		t.Errorf("Ready() = nil with only a leaked private key in the JWKS, want an error")
+	}
+}
+
+// rocaKey returns an RSA key of exactly bits bits whose primes are made
+// the way the Infineon library behind ROCA (CVE-2017-15361) made them
+// (Nemec et al., "The Return of Coppersmith's Attack", CCS 2017, §2.3):
+// p = k*M + (65537^a mod M), M the product of the first 126 primes (the
+// paper's M for 1984- to 3936-bit keys), k and a random.
+func rocaKey(t testing.TB, bits int) *rsa.PrivateKey {
+	t.Helper()
+	m := big.NewInt(1)
+	for p, n := int64(2), 0; n < 126; p++ {
+		if big.NewInt(p).ProbablyPrime(0) {
+			m.Mul(m, big.NewInt(p))
+			n++
+		}
+	}
+	e := big.NewInt(65537)
+	one := big.NewInt(1)
+	prime := func(pbits int) *big.Int {
+		// k in [1.5*2^(pbits-1)/M, 2^pbits/M): p has pbits bits and is in
+		// the top quarter, so p*q has exactly len(p)+len(q) bits.
+		lo := new(big.Int).Div(new(big.Int).Lsh(big.NewInt(3), uint(pbits-2)), m)
+		lo.Add(lo, one)
+		span := new(big.Int).Sub(new(big.Int).Div(new(big.Int).Lsh(one, uint(pbits)), m), lo)
+		span.Sub(span, one)
+		for {
+			a, _ := rand.Int(rand.Reader, m)
+			k, _ := rand.Int(rand.Reader, span)
+			k.Add(k, lo)
+			p := new(big.Int).Mul(k, m)
+			p.Add(p, new(big.Int).Exp(e, a, m))
+			pm1 := new(big.Int).Sub(p, one)
+			if p.BitLen() == pbits && p.ProbablyPrime(20) && new(big.Int).GCD(nil, nil, e, pm1).Cmp(one) == 0 {
+				return p
+			}
+		}
+	}
+	p, q := prime((bits+1)/2), prime(bits/2)
+	n := new(big.Int).Mul(p, q)
+	if n.BitLen() != bits {
+		t.Fatalf("ROCA-style key has %d bits, want %d", n.BitLen(), bits)
+	}
+	phi := new(big.Int).Mul(new(big.Int).Sub(p, one), new(big.Int).Sub(q, one))
+	priv := &rsa.PrivateKey{
+		PublicKey: rsa.PublicKey{N: n, E: 65537},
+		D:         new(big.Int).ModInverse(e, phi),
+		Primes:    []*big.Int{p, q},
+	}
+	priv.Precompute()
+	if err := priv.Validate(); err != nil {
+		t.Fatalf("ROCA-style key: %v", err)
+	}
+	return priv
+}
+
+// rocaPrimes and rocaFingerprint are the paper's published fingerprint
+// test, written out plainly as a reference for rocacheck: N mod p must
+// lie in the subgroup that 65537 generates mod p, for every one of the
+// primes 3 to 167.
+var rocaPrimes = []int64{3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71, 73, 79, 83, 89, 97, 101, 103, 107, 109, 113, 127, 131, 137, 139, 149, 151, 157, 163, 167}
+
+func rocaFingerprint(n *big.Int) bool {
+	for _, p := range rocaPrimes {
+		r := new(big.Int).Mod(n, big.NewInt(p)).Int64()
+		g := 65537 % p
+		in := false
+		for x, i := int64(1), int64(0); i < p; x, i = x*g%p, i+1 {
+			if x == r {
+				in = true
+				break
+			}
+		}
+		if !in {
+			return false
+		}
+	}
+	return true
+}
+
+// rocaPublished is a ROCA-vulnerable 2048-bit public key from the test
+// vectors of github.com/titanous/rocacheck (the first of its "bad" keys).
+const rocaPublished = `-----BEGIN PUBLIC KEY-----
+MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAlze9c7qGdjDLVR/ntk+4
+ZkfMcYsAnmfTFHfe3Xv7jRQqPCXCULtr0y0jG3aRJmEenoXO9uDveqr43gFB9yvA
+dLEhu0aJqpB7lNZ+yXsvfVp/96dkSN8oWYL/dd9Z7GQOvVniHUY3Xsd7zdw2eYOy
+HSXhhA2Ttwnj3c1jEYfC0y9q1cU99aL0ogGDqolcOvlkJu+mGb+6+WyboFa1gwRu
+kYxBHZWKiHCt/eihvXsPTzTlXmTXWdGJtA1xZDnCBWuZ90b5R0agXVIESTl0cCyH
+aQM/tLZmktJIU+Eu7ALBXemPg9kh3SCnYd3/YvDGCtYSXOWthHwlP5CImRBcQaNn
+cQIDAQAB
+-----END PUBLIC KEY-----`
+
+var (
+	rocaOnce sync.Once
+	rocaPriv *rsa.PrivateKey
+)
+
+// rocaTestKey is a 2049-bit ROCA-style key as a testKey, made once per
+// test binary.
+func rocaTestKey(t testing.TB) *testKey {
+	t.Helper()
+	rocaOnce.Do(func() { rocaPriv = rocaKey(t, 2049) })
+	k := &testKey{alg: "RS256", priv: rocaPriv}
+	pub, err := jwk.FromRaw(rocaPriv.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp, err := pub.Thumbprint(crypto.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.kid = base64.RawURLEncoding.EncodeToString(tp)
+	return k
+}
+
+// TestROCAFingerprint pins the fingerprint test authz relies on against
+// the paper's plain one: the published vulnerable key and a key made
+// the vulnerable way are flagged, ordinary keys are not.
+func TestROCAFingerprint(t *testing.T) {
+	block, _ := pem.Decode([]byte(rocaPublished))
+	published, err := x509.ParsePKIXPublicKey(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		pub  *rsa.PublicKey
+		weak bool
+	}{
+		{"published vulnerable key", published.(*rsa.PublicKey), true},
+		{"2049-bit key made the Infineon way", &rocaTestKey(t).priv.(*rsa.PrivateKey).PublicKey, true},
+		{"crypto/rsa key", &newTestKey(t, "RS256", "main").priv.(*rsa.PrivateKey).PublicKey, false},
+		{"another crypto/rsa key", &newTestKey(t, "PS256", "main").priv.(*rsa.PrivateKey).PublicKey, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := rocaFingerprint(tt.pub.N); got != tt.weak {
+				t.Fatalf("reference fingerprint(%s) = %v, want %v", tt.name, got, tt.weak)
+			}
+			j, err := jwk.FromRaw(tt.pub)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = checkRSA(j, tt.pub)
+			if got := errors.Is(err, errWeakKey); got != tt.weak {
+				t.Errorf("checkRSA(%s) = %v, want weak %v", tt.name, err, tt.weak)
+			}
+		})
+	}
+}
+
+// TestWeakRSAKeysRefused: a ROCA key and bad exponents are refused when
+// the JWKS is loaded, so their tokens find no key, and a JWKS holding
+// nothing else leaves authz not ready.
+func TestWeakRSAKeysRefused(t *testing.T) {
+	main := newTestKey(t, "ES256", "main")
+	roca := rocaTestKey(t)
+	rs := newTestKey(t, "RS256", "main")
+	exp1 := edit(rs.jwkMap(t), "kid", "e-1", "e", "AQ")
+	jw := newJWKSServer(t)
+	jw.setJWKs(t, main.jwkMap(t), roca.jwkMap(t), exp1)
+	e := newTestEnvWithJWKS(t, Config{RefetchInterval: time.Hour}, jw)
+	e.waitReady()
+	got := e.check(envoyRequest("GET", "/books", bearer(roca.sign(t, claimsFor("u", "user"), nil)), nil))
+	if diff := diffResponse(wantInvalid, got); diff != "" {
+		t.Errorf("Check(token by a ROCA key) = %s, want 401; diff:\n%s", describe(got), diff)
+	}
+	if r := e.logs.lastCheck(t)["reason"]; r != "unknown_kid" {
+		t.Errorf("Check(token by a ROCA key) reason %v, want unknown_kid", r)
+	}
+	if got := counterValue(t, e.reg, "tollgate_authz_jwks_keys_refused_total", "reason", "weak_key"); got != 2 {
+		t.Errorf(`tollgate_authz_jwks_keys_refused_total{reason="weak_key"} = %v, want 2`, got)
+	}
+
+	for _, tt := range []struct {
+		name string
+		jwk  map[string]any
+	}{
+		{"only an exponent-1 key", exp1},
+		{"only a ROCA key", roca.jwkMap(t)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			jw := newJWKSServer(t)
+			jw.setJWKs(t, tt.jwk)
+			e := newTestEnvWithJWKS(t, Config{}, jw)
+			waitFor(t, "the fetch to end", func() bool {
+				return counterValue(t, e.reg, "tollgate_authz_jwks_fetches_total", "result", "ok")+
+					counterValue(t, e.reg, "tollgate_authz_jwks_fetches_total", "result", "error") > 0
+			})
+			if err := e.srv.Ready(context.Background()); err == nil {
+				t.Errorf("Ready() = nil with %s in the JWKS, want an error", tt.name)
+			}
+			if got := counterValue(t, e.reg, "tollgate_authz_jwks_keys_refused_total", "reason", "weak_key"); got != 1 {
+				t.Errorf(`tollgate_authz_jwks_keys_refused_total{reason="weak_key"} = %v with %s, want 1`, got, tt.name)
+			}
+		})
+	}
 }

@@ -26,6 +26,7 @@ var (
 	errAlgMismatch   = errors.New("token alg differs from its key's alg")
 	errCritHeader    = errors.New("token header has crit extensions")
 	errBadClaims     = errors.New("token claims are unusable")
+	errTooLong       = errors.New("token lifetime is over the maximum")
 )
 
 // identity is what a verified token says about its holder. It is
@@ -54,9 +55,12 @@ type claims struct {
 
 // verifier checks a token's form, signature and claims.
 type verifier struct {
-	parser  *jwt.Parser
-	allowed map[string]bool
-	src     *keySource
+	parser      *jwt.Parser
+	allowed     map[string]bool
+	src         *keySource
+	now         func() time.Time
+	maxLifetime time.Duration
+	leeway      time.Duration
 }
 
 func newVerifier(cfg Config, src *keySource, now func() time.Time) *verifier {
@@ -77,8 +81,11 @@ func newVerifier(cfg Config, src *keySource, now func() time.Time) *verifier {
 			jwt.WithStrictDecoding(),
 			jwt.WithTimeFunc(now),
 		),
-		allowed: allowed,
-		src:     src,
+		allowed:     allowed,
+		src:         src,
+		now:         now,
+		maxLifetime: cfg.MaxTokenLifetime,
+		leeway:      cfg.Leeway,
 	}
 }
 
@@ -118,6 +125,9 @@ func (v *verifier) verify(ctx context.Context, tok string) (*identity, *verifyKe
 	if err := checkCompact(tok); err != nil {
 		return nil, nil, err
 	}
+	if err := checkStrictJSON(tok); err != nil {
+		return nil, nil, err
+	}
 	var key *verifyKey
 	var c claims
 	_, err := v.parser.ParseWithClaims(tok, &c, func(t *jwt.Token) (any, error) {
@@ -142,9 +152,16 @@ func (v *verifier) verify(ctx context.Context, tok string) (*identity, *verifyKe
 			return nil, fmt.Errorf("%w: token says %s, key %q is %s", errAlgMismatch, alg, truncate(kid, 64), k.alg)
 		}
 		key = k
+		// Verify with the key's own method, not the one golang-jwt's
+		// registry gave the token: for PS* it takes only the salt length
+		// RFC 7518 §3.5 requires, where the registry's takes any.
+		t.Method = k.method
 		return k.pub, nil
 	})
 	if err != nil {
+		return nil, nil, err
+	}
+	if err := v.checkLifetime(&c); err != nil {
 		return nil, nil, err
 	}
 	id, err := newIdentity(&c)
@@ -152,6 +169,28 @@ func (v *verifier) verify(ctx context.Context, tok string) (*identity, *verifyKe
 		return nil, nil, err
 	}
 	return id, key, nil
+}
+
+// checkLifetime refuses a token meant to live longer than the maximum:
+// exp - iat, both the issuer's clock, so no leeway; without iat, exp -
+// now, allowing the leeway for the issuer's clock being ahead of ours.
+// A stolen token's usefulness is bounded by its lifetime, and the issuer
+// never mints one over a day.
+func (v *verifier) checkLifetime(c *claims) error {
+	if c.ExpiresAt == nil {
+		return nil // the parser refused it already; newIdentity checks again
+	}
+	exp := c.ExpiresAt.Time
+	if c.IssuedAt != nil {
+		if d := exp.Sub(c.IssuedAt.Time); d > v.maxLifetime {
+			return fmt.Errorf("%w: exp is %v after iat, over %v", errTooLong, d, v.maxLifetime)
+		}
+		return nil
+	}
+	if d := exp.Sub(v.now()); d > v.maxLifetime && d-v.leeway > v.maxLifetime {
+		return fmt.Errorf("%w: no iat, and exp is %v away, over %v", errTooLong, d.Round(time.Second), v.maxLifetime)
+	}
+	return nil
 }
 
 // key returns the trusted key for kid. An unknown kid triggers a

@@ -21,6 +21,7 @@ type authzFlags struct {
 	algs            string
 	tokenHeaders    string
 	leeway          time.Duration
+	maxLifetime     time.Duration
 	cacheSize       int
 	minRefresh      time.Duration
 	maxRefresh      time.Duration
@@ -40,6 +41,7 @@ func (f *authzFlags) register(fs *flagSet) {
 	fs.String(&f.algs, "algs", "TOLLGATE_AUTHZ_ALGS", strings.Join(d.Algorithms, ","), "comma-separated signature algorithm allowlist")
 	fs.String(&f.tokenHeaders, "token-headers", "TOLLGATE_AUTHZ_TOKEN_HEADERS", strings.Join(d.TokenHeaders, ","), "comma-separated headers searched for a token, in order (authorization takes a Bearer token)")
 	fs.Duration(&f.leeway, "leeway", "TOLLGATE_AUTHZ_LEEWAY", d.Leeway, "clock skew allowed on exp, nbf and iat")
+	fs.Duration(&f.maxLifetime, "max-token-lifetime", "TOLLGATE_AUTHZ_MAX_TOKEN_LIFETIME", d.MaxTokenLifetime, "longest token lifetime accepted (exp - iat, or exp - now without iat)")
 	fs.Int(&f.cacheSize, "cache-size", "TOLLGATE_AUTHZ_CACHE_SIZE", d.CacheSize, "verified tokens cached (0 disables the cache)")
 	fs.Duration(&f.minRefresh, "jwks-min-refresh", "TOLLGATE_AUTHZ_JWKS_MIN_REFRESH", d.MinRefresh, "shortest background JWKS refresh interval, whatever the issuer's Cache-Control says")
 	fs.Duration(&f.maxRefresh, "jwks-max-refresh", "TOLLGATE_AUTHZ_JWKS_MAX_REFRESH", d.MaxRefresh, "longest background JWKS refresh interval (used when the issuer sends no max-age)")
@@ -58,6 +60,7 @@ func (f *authzFlags) config() (authz.Config, error) {
 	cfg.Algorithms = authzList(f.algs)
 	cfg.TokenHeaders = authzList(f.tokenHeaders)
 	cfg.Leeway = f.leeway
+	cfg.MaxTokenLifetime = f.maxLifetime
 	cfg.CacheSize = f.cacheSize
 	cfg.MinRefresh = f.minRefresh
 	cfg.MaxRefresh = f.maxRefresh

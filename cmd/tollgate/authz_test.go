@@ -55,6 +55,7 @@ func TestAuthzFlags(t *testing.T) {
 		FetchTimeout:    5 * time.Second,
 		ShutdownTimeout: 15 * time.Second,
 	}
+	defaults.MaxTokenLifetime = 24 * time.Hour
 	for _, tc := range []struct {
 		name string
 		env  map[string]string
@@ -83,6 +84,17 @@ func TestAuthzFlags(t *testing.T) {
 			args: []string{"-cache-size", "7", "-leeway", "0s"},
 			want: func(c *authz.Config) { c.CacheSize, c.Leeway = 7, 0 },
 		},
+		{
+			name: "max token lifetime",
+			env:  map[string]string{"TOLLGATE_AUTHZ_MAX_TOKEN_LIFETIME": "2h"},
+			want: func(c *authz.Config) { c.MaxTokenLifetime = 2 * time.Hour },
+		},
+		{
+			name: "max token lifetime flag",
+			env:  map[string]string{"TOLLGATE_AUTHZ_MAX_TOKEN_LIFETIME": "2h"},
+			args: []string{"-max-token-lifetime", "45m"},
+			want: func(c *authz.Config) { c.MaxTokenLifetime = 45 * time.Minute },
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for k, v := range tc.env {
@@ -107,6 +119,8 @@ func TestAuthzFlagErrors(t *testing.T) {
 		{"-jwks-refetch-interval", "0s"},
 		{"-jwks-min-refresh", "-1s"},
 		{"-jwks-fetch-timeout", "0"},
+		{"-max-token-lifetime", "0s"},
+		{"-max-token-lifetime", "-1h"},
 		{"-audience", ""},
 		{"-cache-size", "many"},
 		{"extra"},
