@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/textproto"
 	"net/url"
 	"slices"
 	"strconv"
@@ -69,6 +70,10 @@ type Gateway struct {
 	authz    authv3.AuthorizationClient // nil without an ext_authz filter
 	conns    []*grpc.ClientConn
 	shutdown time.Duration
+	// codecMarker names the header of the stand-in request that tells
+	// ServeHTTP the codec refused a request (see codecConn). It is random,
+	// so no client can send it.
+	codecMarker string
 
 	draining  atomic.Bool
 	closeOnce sync.Once
@@ -103,11 +108,12 @@ func New(b *bootstrapv3.Bootstrap, opts Options) (*Gateway, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	g := &Gateway{
-		log:      log,
-		proxyLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-		cfg:      cfg,
-		clusters: map[string]*upstream{},
-		shutdown: opts.ShutdownTimeout,
+		log:         log,
+		proxyLog:    slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		cfg:         cfg,
+		clusters:    map[string]*upstream{},
+		shutdown:    opts.ShutdownTimeout,
+		codecMarker: textproto.CanonicalMIMEHeaderKey(fmt.Sprintf("X-Tollgate-Codec-Refusal-%016x", rand.Uint64())),
 	}
 	for name, cc := range cfg.clusters {
 		u, err := newUpstream(cc)
@@ -171,7 +177,10 @@ func (g *Gateway) Serve(ctx context.Context, l, admin net.Listener) error {
 			wg.Go(func() { runHealthCheck(hcCtx, g.log, u, hc) })
 		}
 	}
-	units := []server.Bound{{Name: "gateway", Unit: server.HTTP{Server: g.newServer()}, Listener: l}}
+	// The codec listener checks every HTTP/1 request head the way Envoy's
+	// codec does before net/http reads it.
+	cl := &codecListener{Listener: l, marker: g.codecMarker, headTimeout: g.cfg.hcm.requestHeadersTimeout}
+	units := []server.Bound{{Name: "gateway", Unit: server.HTTP{Server: g.newServer()}, Listener: cl}}
 	if admin != nil {
 		units = append(units, server.Bound{Name: "gateway admin", Unit: server.HTTP{Server: &http.Server{Handler: g.adminHandler(), ReadHeaderTimeout: 10 * time.Second}}, Listener: admin})
 	}
@@ -188,6 +197,7 @@ func (g *Gateway) newServer() *http.Server {
 		MaxHeaderBytes:    maxRequestHeaders,
 		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
 		Protocols:         new(http.Protocols),
+		ConnContext:       withCodecConn,
 	}
 	srv.Protocols.SetHTTP1(true)
 	if g.cfg.hcm.http2 {
@@ -237,7 +247,9 @@ func (g *Gateway) adminHandler() http.Handler {
 
 // Handler is the gateway's request handler, for callers that run their
 // own server. It still needs the listener's local address in the request
-// context (http.LocalAddrContextKey), which http.Server provides.
+// context (http.LocalAddrContextKey), which http.Server provides. Such a
+// server does not get the codec's checks of HTTP/1 message framing, which
+// need the gateway's own listener (see codecConn).
 func (g *Gateway) Handler() http.Handler { return g }
 
 // stream is one request's state as it passes through the HCM, ext_authz
@@ -252,12 +264,21 @@ type stream struct {
 	authz             string           // outcome, for the log
 	status            int
 	flags             string // Envoy's response flags, for the log
+	closeConnection   bool   // the reply closes an HTTP/1 connection
 }
 
 // ServeHTTP runs one request the way Envoy's HTTP connection manager,
 // ext_authz filter and router would.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := &stream{id: rand.Uint64(), start: time.Now(), r: r, authz: "skipped"}
+	if v, ok := r.Header[g.codecMarker]; ok {
+		e := codecErrorByDetails(v[0])
+		g.codecReply(w, s, e)
+		// Envoy's access log has no method or path for a request its codec refused.
+		g.log.Info("request", "method", "-", "path", "-", "status", s.status,
+			"flags", s.flags, "details", e.details, "duration", time.Since(s.start))
+		return
+	}
 	defer func() {
 		g.log.Info("request", "method", r.Method, "path", r.URL.RequestURI(), "status", s.status,
 			"flags", flagsOrDash(s.flags), "route", routeName(s.route), "authz", s.authz,
@@ -596,10 +617,29 @@ func (g *Gateway) callAuthz(ctx context.Context, req *authv3.CheckRequest) (*aut
 	return g.authz.Check(ctx, req)
 }
 
+// codecReply answers a request the connection refused (codecConn): for
+// Envoy's HTTP/1 codec the status and its text, and the connection closes
+// (ServerConnectionImpl::sendProtocolError, then the connection manager's
+// handleCodecError); for request_headers_timeout 408 and closing too, the
+// request never having completed.
+func (g *Gateway) codecReply(w http.ResponseWriter, s *stream, e *codecError) {
+	if e != errRequestHeaderTimeout {
+		s.flags = flagDownstreamProtocolError
+	}
+	body := e.body
+	if body == "" {
+		body = http.StatusText(e.status)
+	}
+	s.closeConnection = true
+	g.localReply(w, s, e.status, body, nil)
+}
+
 // localReply answers the client from the gateway (Envoy's sendLocalReply):
 // the mutations (a route's response_headers_to_add, or a denial's headers)
 // apply first, then content-length and, for a body without one, a
-// text/plain content-type.
+// text/plain content-type. A 400 closes an HTTP/1 connection, as Envoy's
+// connection manager treats it as a messaging error
+// (ActiveStream::onLocalReply).
 func (g *Gateway) localReply(w http.ResponseWriter, s *stream, status int, body string, mutations []headerMutation) {
 	hdr := w.Header()
 	clear(hdr)
@@ -607,6 +647,9 @@ func (g *Gateway) localReply(w http.ResponseWriter, s *stream, status int, body 
 		m.applyHTTP(hdr)
 	}
 	g.finalizeResponse(hdr, s)
+	if s.r.ProtoMajor == 1 && (s.closeConnection || status == http.StatusBadRequest) {
+		hdr.Set("Connection", "close")
+	}
 	hdr.Set("Content-Length", strconv.Itoa(len(body)))
 	if body != "" && hdr.Get("Content-Type") == "" {
 		hdr.Set("Content-Type", "text/plain")

@@ -3,11 +3,13 @@ package gateway
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -99,19 +101,21 @@ func overwrite(k, v string) *corev3.HeaderValueOption {
 
 // upstreamRecorder is an HTTP upstream that records what reaches it.
 type upstreamRecorder struct {
-	name string
-	srv  *httptest.Server
-	mu   sync.Mutex
-	got  []*http.Request
+	name   string
+	srv    *httptest.Server
+	mu     sync.Mutex
+	got    []*http.Request
+	bodies []string
 }
 
 func startUpstream(t *testing.T, name string) *upstreamRecorder {
 	t.Helper()
 	u := &upstreamRecorder{name: name}
 	u.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
+		body, _ := io.ReadAll(r.Body)
 		u.mu.Lock()
 		u.got = append(u.got, r.Clone(context.Background()))
+		u.bodies = append(u.bodies, string(body))
 		u.mu.Unlock()
 		w.Header().Set("Content-Type", "text/plain")
 		fmt.Fprintf(w, "%s saw %s %s", name, r.Method, r.RequestURI)
@@ -126,9 +130,16 @@ func (u *upstreamRecorder) requests() []*http.Request {
 	return append([]*http.Request(nil), u.got...)
 }
 
+// requestBodies are the bodies of requests(), in order.
+func (u *upstreamRecorder) requestBodies() []string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return append([]string(nil), u.bodies...)
+}
+
 func (u *upstreamRecorder) reset() {
 	u.mu.Lock()
-	u.got = nil
+	u.got, u.bodies = nil, nil
 	u.mu.Unlock()
 }
 
@@ -957,6 +968,339 @@ func TestCodecRejections(t *testing.T) {
 			}
 			if n := len(h.authz.calls()) + len(h.books.requests()) + len(h.issuer.requests()); n != 0 {
 				t.Errorf("%s reached authz or an upstream %d times", tt.name, n)
+			}
+		})
+	}
+}
+
+// rawResponse is one response read off a raw connection.
+type rawResponse struct {
+	status int
+	header http.Header
+	body   string
+	close  bool // "connection: close", which ReadResponse takes out of header
+}
+
+// rawExchange writes request, as it is, on a new connection and reads the
+// responses to it until the gateway closes the connection (closed) or
+// sends nothing for quiet.
+func rawExchange(t *testing.T, addr, request string, quiet time.Duration) (resps []rawResponse, closed bool) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, request); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	for {
+		c.SetReadDeadline(time.Now().Add(quiet))
+		if _, err := br.Peek(1); err != nil {
+			var ne net.Error
+			if errors.Is(err, io.EOF) {
+				return resps, true
+			}
+			if !errors.As(err, &ne) || !ne.Timeout() {
+				t.Errorf("reading after %d responses: %v, want the end of the connection or silence", len(resps), err)
+			}
+			return resps, false
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("read response %d: %v", len(resps)+1, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatalf("read response %d body: %v", len(resps)+1, err)
+		}
+		resps = append(resps, rawResponse{resp.StatusCode, resp.Header, string(body), resp.Close})
+	}
+}
+
+// TestHTTP1Framing pins how Envoy's HTTP/1 codec delimits requests, with
+// the http_protocol_options defaults (allow_chunked_length, accept_http_10
+// and enable_trailers off). A request whose framing it refuses gets the
+// codec's local reply (ServerConnectionImpl::sendProtocolError: the status
+// with its text as body) with "connection: close", and the connection
+// closes (ConnectionManagerImpl::handleCodecError). Nothing of it reaches
+// authz or an upstream, and what follows the refused head is never read as
+// a request. Each case names the source it follows: codec_impl.cc and
+// balsa_parser.cc in source/common/http/http1, quiche's balsa_frame.cc.
+func TestHTTP1Framing(t *testing.T) {
+	h := newHarness(t)
+	// next must never be served: it stands for a smuggled request.
+	const next = "GET /.well-known/jwks.json HTTP/1.1\r\nHost: x\r\n\r\n"
+	post := func(headers, body string) string {
+		return "POST /books HTTP/1.1\r\nHost: x\r\n" + headers + "\r\n" + body + next
+	}
+	bigHeader := "X-Big: " + strings.Repeat("a", 61<<10) + "\r\n"
+
+	refused := []struct {
+		name, source, request string
+		status                int
+	}{
+		{"content-length and transfer-encoding: chunked", "codec_impl.cc onHeadersCompleteImpl, allow_chunked_length off: http1.content_length_and_chunked_not_allowed",
+			post("Content-Length: 6\r\nTransfer-Encoding: chunked\r\n", "0\r\n\r\nX"), 400},
+		{"content-length and chunked, the client still sending", "conn_manager_impl.cc handleCodecError: FlushWriteAndDelay, a clean close and not a reset",
+			post("Content-Length: 6\r\nTransfer-Encoding: chunked\r\n", "0\r\n\r\nX") + strings.Repeat("x", 64<<10), 400},
+		{"transfer-encoding: chunked before content-length", "codec_impl.cc onHeadersCompleteImpl",
+			post("Transfer-Encoding: chunked\r\nContent-Length: 5\r\n", "0\r\n\r\n"), 400},
+		{"content-length and transfer-encoding: gzip", "codec_impl.cc onHeadersCompleteImpl: the content-length check comes before the transfer-encoding one",
+			post("Content-Length: 5\r\nTransfer-Encoding: gzip\r\n", "hello"), 400},
+		{"transfer-encoding: gzip", "codec_impl.cc onHeadersCompleteImpl: http1.invalid_transfer_encoding, 501",
+			post("Transfer-Encoding: gzip\r\n", "0\r\n\r\n"), 501},
+		{"transfer-encoding: chunked, gzip", "codec_impl.cc onHeadersCompleteImpl: only exactly chunked",
+			post("Transfer-Encoding: chunked, gzip\r\n", "0\r\n\r\n"), 501},
+		{"transfer-encoding: gzip, chunked", "codec_impl.cc onHeadersCompleteImpl: only exactly chunked",
+			post("Transfer-Encoding: gzip, chunked\r\n", "0\r\n\r\n"), 501},
+		{"transfer-encoding: identity", "codec_impl.cc onHeadersCompleteImpl: only exactly chunked",
+			post("Transfer-Encoding: identity\r\n", ""), 501},
+		{"transfer-encoding: chunked twice", "codec_impl.cc onHeadersCompleteImpl: the header map joins the lines to chunked,chunked",
+			post("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", "0\r\n\r\n"), 501},
+		{"two different content-lengths", "balsa_frame.cc ProcessHeaderLines: MULTIPLE_CONTENT_LENGTH_KEYS, http1.codec_error",
+			post("Content-Length: 5\r\nContent-Length: 6\r\n", "hello"), 400},
+		{"two equal content-lengths", "balsa_frame.cc ProcessHeaderLines: disallow_multiple_content_length (balsa_parser.cc)",
+			post("Content-Length: 5\r\nContent-Length: 5\r\n", "hello"), 400},
+		{"content-length folded onto a second line", "balsa_frame.cc ProcessContentLengthLine: the value runs over the fold, not digits only",
+			post("Content-Length: 5\r\n 5\r\n", "hello"), 400},
+		{"content-length: 5, 5", "balsa_frame.cc ProcessContentLengthLine: digits only",
+			post("Content-Length: 5, 5\r\n", "hello"), 400},
+		{"content-length: abc", "balsa_frame.cc AssignParseStateAfterHeadersHaveBeenParsed: UNPARSABLE_CONTENT_LENGTH",
+			post("Content-Length: abc\r\n", "hello"), 400},
+		{"content-length: -5", "balsa_frame.cc ProcessContentLengthLine: digits only",
+			post("Content-Length: -5\r\n", "hello"), 400},
+		{"content-length: +5", "balsa_frame.cc ProcessContentLengthLine: digits only",
+			post("Content-Length: +5\r\n", "hello"), 400},
+		{"empty content-length", "balsa_frame.cc ProcessContentLengthLine: no value",
+			post("Content-Length:\r\n", "hello"), 400},
+		{"content-length over 2^64", "balsa_frame.cc ProcessContentLengthLine: CONTENT_LENGTH_OVERFLOW",
+			post("Content-Length: 99999999999999999999\r\n", "hello"), 400},
+		{"malformed chunk size", "balsa_frame.cc READING_CHUNK_LENGTH: INVALID_CHUNK_LENGTH (codec_impl_test.cc InvalidChunkHeader)",
+			post("Transfer-Encoding: chunked\r\n", "zz\r\nhello\r\n0\r\n\r\n"), 400},
+		{"malformed second chunk size", "balsa_frame.cc READING_CHUNK_LENGTH; the codec parses all it has read before any body is passed on",
+			post("Transfer-Encoding: chunked\r\n", "5\r\nhello\r\n-1\r\nx\r\n0\r\n\r\n"), 400},
+		{"CONNECT with a body", "codec_impl.cc onHeadersCompleteImpl: http1.body_disallowed",
+			"CONNECT tollgate.test:443 HTTP/1.1\r\nHost: tollgate.test:443\r\nContent-Length: 5\r\n\r\nhello" + next, 400},
+		{"CONNECT with transfer-encoding: chunked", "codec_impl.cc onHeadersCompleteImpl: http1.invalid_transfer_encoding",
+			"CONNECT tollgate.test:443 HTTP/1.1\r\nHost: tollgate.test:443\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + next, 501},
+		{"HTTP/1.0", "codec_impl.cc checkProtocolVersion: accept_http_10 off",
+			"GET /books HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n" + next, 426},
+		{"HTTP/0.9", "codec_impl.cc checkProtocolVersion: accept_http_10 off",
+			"GET /books\r\n\r\n" + next, 426},
+		{"malformed version HTTP/1.01", "balsa_parser.cc isVersionValid (codec_impl_test.cc HttpVersion)",
+			"GET /books HTTP/1.01\r\nHost: x\r\n\r\n" + next, 400},
+		{"head over max_request_headers_kb", "codec_impl.cc checkMaxHeadersSize: http1.headers_too_large",
+			"GET /books HTTP/1.1\r\nHost: x\r\n" + bigHeader + "\r\n" + next, 431},
+		{"any 400 local reply, here a header with an underscore", "conn_manager_impl.cc ActiveStream::onLocalReply: a 400 closes an HTTP/1 connection",
+			"GET /register HTTP/1.1\r\nHost: x\r\nmy_header: 1\r\n\r\n" + next, 400},
+	}
+	for _, tt := range refused {
+		t.Run(tt.name, func(t *testing.T) {
+			h.reset()
+			resps, closed := rawExchange(t, h.addr, tt.request, 5*time.Second)
+			if len(resps) != 1 {
+				t.Fatalf("%s: got %d responses, want 1 (%s)", tt.name, len(resps), tt.source)
+			}
+			r := resps[0]
+			if r.status != tt.status {
+				t.Errorf("%s = %d, want %d (%s)", tt.name, r.status, tt.status, tt.source)
+			}
+			if want := http.StatusText(tt.status); r.body != want || r.header.Get("Server") != "envoy" || !r.close {
+				t.Errorf("%s: body %q, server %q, connection: close %v; want Envoy's local reply %q, envoy, true",
+					tt.name, r.body, r.header.Get("Server"), r.close, want)
+			}
+			if !closed {
+				t.Errorf("%s: connection left open, want it closed", tt.name)
+			}
+			if n := len(h.authz.calls()) + len(h.books.requests()) + len(h.issuer.requests()); n != 0 {
+				t.Errorf("%s reached authz or an upstream %d times, want none", tt.name, n)
+			}
+		})
+	}
+
+	// Heads Envoy's parser refuses that the gateway leaves to net/http,
+	// which refuses them too, with a 400 of its own (see README.md).
+	netHTTPRefused := []struct{ name, source, request string }{
+		{"a header name that is not a token, ſ folding to s", "balsa_parser.cc isHeaderNameValid: HPE_INVALID_HEADER_TOKEN; not transfer-encoding",
+			post("Tran\u017ffer-Encoding: gzip\r\n", "")},
+		{"a header line without a colon", "balsa_parser.cc require_header_colon: HEADER_MISSING_COLON",
+			post("Content-Length 5\r\n", "hello")},
+	}
+	for _, tt := range netHTTPRefused {
+		t.Run(tt.name, func(t *testing.T) {
+			h.reset()
+			resps, closed := rawExchange(t, h.addr, tt.request, 5*time.Second)
+			if len(resps) != 1 || resps[0].status != 400 || !closed {
+				t.Errorf("%s: %d responses, closed %v, want one 400 and the connection closed (%s)", tt.name, len(resps), closed, tt.source)
+			}
+			if n := len(h.authz.calls()) + len(h.books.requests()) + len(h.issuer.requests()); n != 0 {
+				t.Errorf("%s reached authz or an upstream %d times, want none", tt.name, n)
+			}
+		})
+	}
+
+	chunked := "POST /books HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" +
+		"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Checksum: 1\r\n\r\n"
+	accepted := []struct {
+		name, source, request string
+		statuses              []int
+		bodies                []string // what books received
+		closed                bool
+	}{
+		{"chunked body, then a second request on the connection", "balsa_frame.cc chunk states; the codec pauses after each message and parses the next",
+			chunked + "GET /books HTTP/1.1\r\nHost: x\r\n\r\n", []int{200, 200}, []string{"hello world", ""}, false},
+		{"transfer-encoding: Chunked in any case", "codec_impl.cc onHeadersCompleteImpl: EqualsIgnoreCase (codec_impl_test.cc ChunkedBodyCase)",
+			"POST /books HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", []int{200}, []string{"hello"}, false},
+		{"content-length body, then a second request", "balsa_frame.cc READING_CONTENT",
+			"POST /books HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello" + "GET /books HTTP/1.1\r\nHost: x\r\n\r\n", []int{200, 200}, []string{"hello", ""}, false},
+		{"empty lines before a request", "balsa_frame.cc ProcessHeaders skips leading CR and LF",
+			"\r\n\r\nGET /books HTTP/1.1\r\nHost: x\r\n\r\n", []int{200}, []string{""}, false},
+		{"after a chunked body, content-length with chunked is refused", "the head after a chunked body is checked like any other",
+			chunked + "POST /books HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + next, []int{200, 400}, []string{"hello world"}, true},
+		{"after a content-length body, two equal content-lengths are refused", "the head after a body is checked like any other",
+			"POST /books HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello" + post("Content-Length: 1\r\nContent-Length: 1\r\n", "x"), []int{200, 400}, []string{"hello"}, true},
+	}
+	for _, tt := range accepted {
+		t.Run(tt.name, func(t *testing.T) {
+			h.reset()
+			resps, closed := rawExchange(t, h.addr, tt.request, 500*time.Millisecond)
+			var got []int
+			for _, r := range resps {
+				got = append(got, r.status)
+			}
+			if !slices.Equal(got, tt.statuses) {
+				t.Errorf("%s = %v, want %v (%s)", tt.name, got, tt.statuses, tt.source)
+			}
+			if b := h.books.requestBodies(); !slices.Equal(b, tt.bodies) {
+				t.Errorf("%s: books received bodies %q, want %q", tt.name, b, tt.bodies)
+			}
+			if n := len(h.issuer.requests()); n != 0 {
+				t.Errorf("%s: the issuer got %d requests, want none", tt.name, n)
+			}
+			if closed != tt.closed {
+				t.Errorf("%s: connection closed = %v, want %v", tt.name, closed, tt.closed)
+			}
+		})
+	}
+}
+
+// TestMalformedChunkAfterForwarding: a bad chunk that arrives after the
+// request went upstream is the codec's 400 too, not a 503 from the router.
+// Envoy has forwarded the headers and the body so far by then; its codec
+// error resets the upstream request, and the client gets the local reply
+// and a closed connection.
+func TestMalformedChunkAfterForwarding(t *testing.T) {
+	authz := startFakeAuthz(t)
+	started := make(chan struct{}, 1)
+	upstreamErr := make(chan error, 1)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		started <- struct{}{}
+		_, err := io.ReadAll(r.Body)
+		upstreamErr <- err
+	}))
+	defer up.Close()
+	b, err := envoy.LoadFile(shippedConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := startGateway(t, b, map[string]string{"authz": authz.addr, "books": strings.TrimPrefix(up.URL, "http://")})
+
+	c, err := net.Dial("tcp", g.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "POST /books HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+	select {
+	case <-started:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the request did not reach books")
+	}
+	io.WriteString(c, "zz\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("read response: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 400 || string(body) != "Bad Request" || !resp.Close {
+		t.Errorf("bad chunk after forwarding = %d %q connection: close %v, want 400 \"Bad Request\" true", resp.StatusCode, body, resp.Close)
+	}
+	if _, err := br.ReadByte(); !errors.Is(err, io.EOF) {
+		t.Errorf("after the reply: read = %v, want the connection closed", err)
+	}
+	select {
+	case err := <-upstreamErr:
+		if err == nil {
+			t.Errorf("books read the whole body, want its request reset")
+		}
+	case <-time.After(5 * time.Second):
+		t.Errorf("books' request was not reset")
+	}
+}
+
+// TestRequestHeadersTimeout: request_headers_timeout runs from the first
+// byte of a request's head on a kept-alive connection (from the
+// connection's start for its first request, see README.md); a head that
+// has not arrived in time gets 408 "request header timeout" and the
+// connection closes (conn_manager_impl.cc
+// ActiveStream::onRequestHeaderTimeout, the request never completed).
+func TestRequestHeadersTimeout(t *testing.T) {
+	h := &harness{authz: startFakeAuthz(t), issuer: startUpstream(t, "issuer"), books: startUpstream(t, "books")}
+	b := shippedWith(t, "request_headers_timeout: 10s", "request_headers_timeout: 0.3s")
+	g := startGateway(t, b, map[string]string{"issuer": h.issuer.addr(), "books": h.books.addr(), "authz": h.authz.addr})
+	tests := []struct {
+		name   string
+		before int // complete requests sent first on the connection
+	}{
+		{"first request on a connection", 0},
+		{"request on a kept-alive connection", 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h.reset()
+			start := time.Now()
+			c, err := net.Dial("tcp", g.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			br := bufio.NewReader(c)
+			for range tt.before {
+				io.WriteString(c, "GET /books HTTP/1.1\r\nHost: x\r\n\r\n")
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatalf("request before: %v", err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				start = time.Now()
+			}
+			// The head starts late, so the first request's timer, which
+			// starts with the connection, and the head's own differ.
+			time.Sleep(100 * time.Millisecond)
+			io.WriteString(c, "GET /books HTTP/1.1\r\nHo")
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("slow head, %s: %v, want a 408 after request_headers_timeout", tt.name, err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != 408 || string(body) != "request header timeout" || !resp.Close {
+				t.Errorf("slow head, %s = %d %q connection: close %v, want 408 \"request header timeout\" true", tt.name, resp.StatusCode, body, resp.Close)
+			}
+			if d := time.Since(start); d < 250*time.Millisecond || d > 2*time.Second {
+				t.Errorf("slow head, %s: 408 after %v, want request_headers_timeout (300ms)", tt.name, d)
+			}
+			if _, err := br.ReadByte(); !errors.Is(err, io.EOF) {
+				t.Errorf("after the 408: read = %v, want the connection closed", err)
+			}
+			if n := len(h.books.requests()); n != tt.before {
+				t.Errorf("books got %d requests, want %d", n, tt.before)
 			}
 		})
 	}

@@ -190,10 +190,15 @@ func (g *Gateway) proxy(w http.ResponseWriter, s *stream) {
 // any response header reached the client, the way Envoy's router does
 // (onUpstreamAbort): a route timeout is 504, a circuit breaker overflow
 // 503 with x-envoy-overloaded, a connection failure or reset 503; a
-// client that went away gets nothing.
+// client that went away gets nothing. A request body the codec refused
+// on the way is the codec's 400 instead: Envoy's codec finds it, resets
+// the upstream request and answers the client itself.
 func (g *Gateway) upstreamAbort(w http.ResponseWriter, s *stream, u *upstream, endpoint string, err error, rt *routeTimer) {
 	log := g.log.With("cluster", u.cfg.name, "endpoint", endpoint, "err", err)
 	switch {
+	case bodyRefused(s.r):
+		log.Debug("request body refused by the codec; upstream request reset")
+		g.codecReply(w, s, errCodec)
 	case rt.timedOut():
 		log.Warn("upstream request timed out", "timeout", s.route.timeout)
 		s.flags = flagUpstreamTimeout
