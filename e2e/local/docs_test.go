@@ -7,10 +7,12 @@ import (
 	"encoding/hex"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -169,18 +171,22 @@ type portMap struct {
 func newPortMap(t *testing.T, a stack.Addrs) portMap {
 	t.Helper()
 	m := portMap{toStack: map[string]string{}, toDoc: map[string]string{}}
-	var doc, real []string
 	for _, p := range docPorts {
 		_, port, err := splitPort(p.addr(a))
 		if err != nil {
 			t.Fatalf("stack address for :%s: %v", p.port, err)
 		}
 		m.toStack[p.port], m.toDoc[port] = port, p.port
-		doc, real = append(doc, p.port), append(real, port)
 	}
-	m.docRe = regexp.MustCompile(`\b(localhost|127\.0\.0\.1):(` + strings.Join(doc, "|") + `)\b`)
-	m.stackRe = regexp.MustCompile(`\b(localhost|127\.0\.0\.1):(` + strings.Join(real, "|") + `)\b`)
+	m.docRe, m.stackRe = regexpFor(m.toStack), regexpFor(m.toDoc)
 	return m
+}
+
+// regexpFor matches localhost or 127.0.0.1 with one of the ports that
+// are keys of ports.
+func regexpFor(ports map[string]string) *regexp.Regexp {
+	keys := slices.Sorted(maps.Keys(ports))
+	return regexp.MustCompile(`\b(localhost|127\.0\.0\.1):(` + strings.Join(keys, "|") + `)\b`)
 }
 
 func splitPort(addr string) (host, port string, err error) {
