@@ -32,4 +32,5 @@ func TestCaddyExample(t *testing.T) {
 		return cmd
 	})
 	checkProxy(t, "caddy", base, e)
+	t.Run("docs session", func(t *testing.T) { runSession(t, "caddy", base, e) })
 }

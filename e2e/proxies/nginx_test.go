@@ -30,6 +30,7 @@ func TestNginxExample(t *testing.T) {
 		return exec.Command(nginx, "-p", dir, "-e", "stderr", "-c", path)
 	})
 	checkProxy(t, "nginx", base, e)
+	t.Run("docs session", func(t *testing.T) { runSession(t, "nginx", base, e) })
 }
 
 // findNginx finds nginx on PATH or where Debian puts it (/usr/sbin is not

@@ -40,6 +40,7 @@ func TestTraefikExample(t *testing.T) {
 		return cmd
 	})
 	checkProxy(t, "traefik", base, e)
+	t.Run("docs session", func(t *testing.T) { runSession(t, "traefik", base, e) })
 }
 
 // findTraefik finds the Traefik that tools/traefik/build.sh builds (in
