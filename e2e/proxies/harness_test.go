@@ -440,7 +440,8 @@ func checkProxy(t *testing.T, proxy, base string, e *env) {
 			name: "admin token on /users", method: "GET", path: "/users",
 			header: map[string]string{"Authorization": bearer(admin), "X-User-Id": "spoofed"},
 			want: want{status: 200, reaches: e.issuer, seen: map[string]string{
-				"X-User-Id": adminID, "X-User-Name": e.adminName, "Authorization": ""}},
+				"X-User-Id": adminID, "X-User-Name": e.adminName, "Authorization": "",
+				"X-Tollgate-Require": "", "X-Tollgate-Route": ""}},
 		},
 		{
 			name: "public route, forged identity headers", method: "GET", path: "/.well-known/openid-configuration",
