@@ -32,7 +32,7 @@ $(GOTESTSUM): tools/gotestsum/go.mod
 	$(GO) build -C tools/gotestsum -o $(CURDIR)/$(GOTESTSUM) gotest.tools/gotestsum
 
 # Modules of their own whose tests run with the main module's.
-TEST_MODULES = e2e/kind
+TEST_MODULES = e2e/kind e2e/compose
 
 unit: $(GOTESTSUM)
 	$(GOTESTSUM) --format pkgname-and-test-fails --format-hide-empty-pkg --raw-command -- sh -c '\
