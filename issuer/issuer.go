@@ -97,6 +97,19 @@ type Config struct {
 	// TrustedProxies are the peers whose X-Forwarded-For header names the
 	// client, for login throttling; none when empty.
 	TrustedProxies []netip.Prefix
+	// DisableRefresh turns refresh tokens off: logins then return an
+	// access token only, and the refresh_token grant is refused.
+	DisableRefresh bool
+	// SessionIdleTTL ends a session not refreshed for this long.
+	SessionIdleTTL time.Duration
+	// SessionMaxTTL ends a session this long after its login, however
+	// often it is refreshed.
+	SessionMaxTTL time.Duration
+	// Clients are the public OAuth clients (RFC 6749 §2.1) that may use
+	// /token and /revoke, by client_id.
+	Clients []string
+	// LoginClient is the client /login issues to; it must be in Clients.
+	LoginClient string
 	// Throttle sets the login failure limits.
 	Throttle Throttle
 	// ShutdownTimeout bounds Serve's graceful stop.
@@ -127,6 +140,10 @@ func DefaultConfig() Config {
 		HashQueueTimeout:    2 * time.Second,
 		TrustedProxies:      slices.Clone(DefaultTrustedProxies),
 		Throttle:            DefaultThrottle(),
+		SessionIdleTTL:      DefaultSessionIdleTTL,
+		SessionMaxTTL:       DefaultSessionMaxTTL,
+		Clients:             []string{DefaultClient},
+		LoginClient:         DefaultClient,
 		ShutdownTimeout:     DefaultShutdownTimeout,
 	}
 }
@@ -176,6 +193,20 @@ func (c Config) validate() error {
 	if c.KeyPollInterval <= 0 || c.HashQueueTimeout <= 0 || c.ShutdownTimeout <= 0 || c.MaxConcurrentHashes <= 0 {
 		return fmt.Errorf("key poll interval %v, hash queue timeout %v, shutdown timeout %v and concurrent hashes %d must be positive", c.KeyPollInterval, c.HashQueueTimeout, c.ShutdownTimeout, c.MaxConcurrentHashes)
 	}
+	if c.SessionIdleTTL <= 0 || c.SessionMaxTTL < c.SessionIdleTTL {
+		return fmt.Errorf("session idle lifetime %v must be positive and at most the absolute lifetime %v", c.SessionIdleTTL, c.SessionMaxTTL)
+	}
+	if len(c.Clients) == 0 {
+		return errors.New("at least one client is required")
+	}
+	for _, id := range c.Clients {
+		if !validClientID(id) {
+			return fmt.Errorf("client id %q must be 1 to 128 ASCII letters, digits, '.', '_', ':' or '-'", id)
+		}
+	}
+	if !slices.Contains(c.Clients, c.LoginClient) {
+		return fmt.Errorf("login client %q is not one of the clients %q", c.LoginClient, c.Clients)
+	}
 	if c.KeyDir == "" && c.DataDir == "" {
 		return errors.New("a key directory or a data directory is required")
 	}
@@ -205,6 +236,8 @@ type Service struct {
 	keys      *keyring
 	hasher    *hasher
 	throttle  *throttle
+	sessions  sessions
+	clients   map[string]bool
 	admins    map[string]bool // name keys holding the admin role
 	dummyHash string          // verified for unknown users, so they cost a real hash
 	health    *server.Health
@@ -253,6 +286,8 @@ func newService(ctx context.Context, cfg Config, log *slog.Logger, reg *promethe
 		log:      log,
 		db:       db,
 		users:    users{db},
+		sessions: sessions{db},
+		clients:  map[string]bool{},
 		throttle: newThrottle(cfg.Throttle),
 		admins:   map[string]bool{},
 		hasher: &hasher{
@@ -272,6 +307,9 @@ func (s *Service) start(ctx context.Context, reg *prometheus.Registry) error {
 	cfg := s.cfg
 	for _, name := range cfg.AdminUsers {
 		s.admins[nameKey(name)] = true
+	}
+	for _, id := range cfg.Clients {
+		s.clients[id] = true
 	}
 	if cfg.AdminPassword != "" {
 		s.admins[nameKey(cfg.AdminName)] = true
@@ -326,9 +364,30 @@ func (s *Service) start(ctx context.Context, reg *prometheus.Registry) error {
 	s.pollDone = make(chan struct{})
 	go func() {
 		defer close(s.pollDone)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			s.pruneSessions(pollCtx)
+		}()
 		s.keys.poll(pollCtx, cfg.KeyPollInterval)
+		<-done
 	}()
 	return nil
+}
+
+// validClientID reports whether id can be a client_id: short, and safe
+// in a log line and a form.
+func validClientID(id string) bool {
+	if id == "" || len(id) > 128 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("._:-", c) >= 0) {
+			return false
+		}
+	}
+	return true
 }
 
 // ensureAdmin creates the configured admin, or resets its password when
