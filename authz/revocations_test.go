@@ -236,6 +236,9 @@ func TestSubjectNotBefore(t *testing.T) {
 			if got := statusOf(e.check(envoyRequest("GET", "/books", bearer(tt.tok), nil))); got != tt.want {
 				t.Errorf("Check(%s) = %d, want %d", tt.name, got, tt.want)
 			}
+			if got := e.logs.lastCheck(t)["reason"]; tt.want == 401 && got != "revoked" {
+				t.Errorf("Check(%s) reason = %v, want revoked", tt.name, got)
+			}
 		})
 	}
 }
