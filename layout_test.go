@@ -49,6 +49,7 @@ var boxes = map[string]box{
 	"e2e/local":         boxTest,
 	"e2e/resilience":    boxTest,
 	"e2e/authzbench":    boxTest,
+	"e2e/oidc":          boxTest,
 	"deploy/chartcheck": boxTest,
 	"deploy/imagecheck": boxTest,
 	"deploy/tiltcheck":  boxTest,
