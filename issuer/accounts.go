@@ -243,7 +243,11 @@ func (s *Service) authenticate(r *http.Request, name, password string) (user, er
 	if validateName(name) == nil && len(password) <= MaxPasswordBytes {
 		account = nameKey(name)
 	}
-	if wait := s.throttle.wait(account, addr, s.cfg.Now()); wait > 0 {
+	wait, err := s.throttle.wait(ctx, account, addr, s.cfg.Now())
+	if err != nil {
+		return user{}, errBusyResponse(err)
+	}
+	if wait > 0 {
 		s.metrics.logins.WithLabelValues("throttled").Inc()
 		secs := int64((wait + time.Second - 1) / time.Second)
 		log.Warn("login throttled", "client", addr, "retry_after_s", secs)
@@ -252,7 +256,9 @@ func (s *Service) authenticate(r *http.Request, name, password string) (user, er
 		return user{}, e
 	}
 	if account == "" {
-		s.throttle.failure("", addr, s.cfg.Now())
+		if err := s.throttle.failure(ctx, "", addr, s.cfg.Now()); err != nil {
+			return user{}, errBusyResponse(err)
+		}
 		s.metrics.logins.WithLabelValues("failure").Inc()
 		return user{}, errBadCredentials(badCredentials)
 	}
@@ -275,7 +281,9 @@ func (s *Service) authenticate(r *http.Request, name, password string) (user, er
 		return user{}, fmt.Errorf("verify password of user %s: %w", u.publicID, err)
 	}
 	if !known || !match {
-		s.throttle.failure(account, addr, s.cfg.Now())
+		if err := s.throttle.failure(ctx, account, addr, s.cfg.Now()); err != nil {
+			return user{}, errBusyResponse(err)
+		}
 		s.metrics.logins.WithLabelValues("failure").Inc()
 		if known {
 			log.Info("login failed: wrong password", "user_id", u.publicID, "client", addr)
@@ -284,7 +292,10 @@ func (s *Service) authenticate(r *http.Request, name, password string) (user, er
 		}
 		return user{}, errBadCredentials(badCredentials)
 	}
-	s.throttle.success(account, addr, s.cfg.Now())
+	if err := s.throttle.success(ctx, account, addr, s.cfg.Now()); err != nil {
+		// The login is good; only its throttling bookkeeping failed.
+		log.Warn("record successful login for throttling", "err", err)
+	}
 	if stale {
 		s.rehash(r, u, password)
 	}

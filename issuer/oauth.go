@@ -596,6 +596,9 @@ func (s *Service) pruneSessions(ctx context.Context) {
 		if err := s.sessions.prune(ctx, s.cfg.Now(), s.cfg.SessionMaxTTL); err != nil && ctx.Err() == nil {
 			s.log.Warn("prune expired sessions and revocations", "err", err)
 		}
+		if err := s.throttle.prune(ctx, s.cfg.Now()); err != nil && ctx.Err() == nil {
+			s.log.Warn("prune login throttle", "err", err)
+		}
 		select {
 		case <-ctx.Done():
 			return
