@@ -235,7 +235,7 @@ type Service struct {
 	users     users
 	keys      *keyring
 	hasher    *hasher
-	throttle  *throttle
+	throttle  loginThrottle
 	sessions  sessions
 	clients   map[string]bool
 	admins    map[string]bool // name keys holding the admin role
@@ -288,13 +288,16 @@ func newService(ctx context.Context, cfg Config, log *slog.Logger, reg *promethe
 		users:    users{db},
 		sessions: sessions{db},
 		clients:  map[string]bool{},
-		throttle: newThrottle(cfg.Throttle),
 		admins:   map[string]bool{},
 		hasher: &hasher{
 			params:  cfg.Argon2,
 			derive:  derive,
 			limiter: newLimiter(cfg.MaxConcurrentHashes, cfg.MaxQueuedHashes, cfg.HashQueueTimeout),
 		},
+	}
+	s.throttle = memThrottle{newThrottle(cfg.Throttle)}
+	if db.Dialect == store.Postgres {
+		s.throttle = sharedThrottle{db: db, cfg: cfg.Throttle}
 	}
 	if err := s.start(ctx, reg); err != nil {
 		db.Close()

@@ -89,7 +89,7 @@ func (s sharedThrottle) wait(ctx context.Context, account, addr string, now time
 	w := waits[kindPair]
 	var at int64
 	err = s.db.QueryRowContext(ctx, s.db.Rebind(`SELECT at_unix_ms FROM login_known WHERE pair = $1`), pair).Scan(&at)
-	if false {
+	if err == nil && now.Sub(fromUnixMS(at)) < s.cfg.Remember {
 		return w, nil
 	}
 	return max(w, waits[kindAccount], waits[kindAddr]), nil
@@ -112,7 +112,7 @@ func (s sharedThrottle) failure(ctx context.Context, account, addr string, now t
 		err := s.db.QueryRowContext(ctx, s.db.Rebind(`
 			INSERT INTO login_failures (kind, key, n, last_unix_ms, until_unix_ms) VALUES ($1, $2, 1, $3, 0)
 			ON CONFLICT (kind, key) DO UPDATE SET
-				n = CASE WHEN $3 - login_failures.last_unix_ms >= $4 THEN 1 ELSE login_failures.n END,
+				n = CASE WHEN $3 - login_failures.last_unix_ms >= $4 THEN 1 ELSE login_failures.n + 1 END,
 				last_unix_ms = $3
 			RETURNING n`), c.kind, c.key, unixMS(now), s.cfg.Forget.Milliseconds()).Scan(&n)
 		if err != nil {
