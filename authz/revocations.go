@@ -66,9 +66,9 @@ func (rs *revocationSet) revoked(iss string, id *identity) bool {
 		}
 	}
 	if len(rs.subjects) > 0 {
-		// A token without iat cannot show it is newer than the
-		// subject's revocation.
-		if nb, ok := rs.subjects[revKey{iss, id.sub}]; ok && (id.iat.IsZero() || id.iat.Unix() < nb.notBefore) {
+		// A token without iat (zero, far in the past) cannot show it
+		// is newer than the subject's revocation.
+		if nb, ok := rs.subjects[revKey{iss, id.sub}]; ok && id.iat.Unix() < nb.notBefore {
 			return true
 		}
 	}
