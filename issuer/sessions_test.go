@@ -544,3 +544,43 @@ func TestRevocationFeed(t *testing.T) {
 }
 
 func itoa(v int64) string { return strconv.FormatInt(v, 10) }
+
+// TestOAuthOddInput sends odd forms to /token and /revoke: every answer
+// is a 4xx OAuth error or a success, never a 5xx, and nothing is stored
+// for a refused request.
+func TestOAuthOddInput(t *testing.T) {
+	env := newEnv(t)
+	env.mustRegister(t, "alain", goodPassword)
+	long := strings.Repeat("A", 10000)
+	tests := []struct {
+		path, body string
+		want       int
+	}{
+		{"/token", "grant_type=password&client_id=tollgate-cli&username=%ff%fe&password=x", 400},
+		{"/token", "grant_type=password&client_id=tollgate-cli&username=alain&password=" + long, 400},
+		{"/token", "grant_type=password&client_id=tollgate-cli&username=alain", 400},
+		{"/token", "grant_type=refresh_token&client_id=tollgate-cli&refresh_token=" + long, 400},
+		{"/token", "grant_type=refresh_token&client_id=tollgate-cli&refresh_token=%00", 400},
+		{"/token", "grant_type=password&client_id=" + long, 401},
+		{"/token", "grant_type=&client_id=tollgate-cli", 400},
+		{"/token", "%%%", 400},
+		{"/revoke", "client_id=tollgate-cli&token=a.b.c", 200},
+		{"/revoke", "client_id=tollgate-cli&token=eyJhbGciOiJub25lIn0.eyJqdGkiOiJ4In0.", 200},
+		{"/revoke", "client_id=tollgate-cli&token=" + long[:2000] + "." + long[:3000] + "." + long[:3000], 200},
+		{"/revoke", "client_id=tollgate-cli&token=" + long + "." + long + "." + long, 413},
+		{"/revoke", "client_id=tollgate-cli&token=x&token=y", 400},
+	}
+	for _, tt := range tests {
+		res := env.do(t, request{method: "POST", path: tt.path, body: tt.body, ctype: "application/x-www-form-urlencoded"})
+		if res.status != tt.want {
+			t.Errorf("POST %s(%.60s) = %d %s, want %d", tt.path, tt.body, res.status, res.body, tt.want)
+		}
+	}
+	var n int
+	if err := env.svc.db.QueryRow(`SELECT COUNT(*) FROM sessions`).Scan(&n); err != nil || n != 0 {
+		t.Errorf("sessions after refused requests = %d (%v), want 0", n, err)
+	}
+	if f := env.feed(t, "0"); len(f.Tokens) != 0 {
+		t.Errorf("revoked tokens after odd revocations = %d, want 0", len(f.Tokens))
+	}
+}
