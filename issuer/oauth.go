@@ -262,29 +262,42 @@ func (s *Service) startSession(ctx context.Context, u user, clientID string) (is
 func (s *Service) refresh(ctx context.Context, raw, clientID string) (issued, error) {
 	log := httpapi.Logger(ctx)
 	now := s.cfg.Now()
-	var out issued
+	oldHash := refreshHash(raw)
+	// The replacement tokens are made first, outside the transaction
+	// that decides whether this refresh wins; a loser's are dropped.
+	_, _, subject, err := s.sessions.refreshSession(ctx, oldHash)
+	if errors.Is(err, errNotFound) {
+		s.metrics.refreshes.WithLabelValues("invalid").Inc()
+		return issued{}, errInvalidGrant(errRefreshUnknown)
+	}
+	if err != nil {
+		return issued{}, err
+	}
+	u, err := s.users.byPublicID(ctx, subject)
+	if errors.Is(err, errNotFound) {
+		s.metrics.refreshes.WithLabelValues("invalid").Inc()
+		return issued{}, errInvalidGrant(err)
+	}
+	if err != nil {
+		return issued{}, err
+	}
+	tok, err := s.issueToken(ctx, u)
+	if err != nil {
+		return issued{}, err
+	}
+	newRaw, newHash, err := newRefreshToken()
+	if err != nil {
+		return issued{}, err
+	}
+	out := issued{access: tok.raw, refresh: newRaw}
 	sid, err := s.sessions.rotate(ctx, rotation{
-		oldHash:  refreshHash(raw),
+		oldHash:  oldHash,
 		clientID: clientID,
 		now:      now,
 		idle:     s.cfg.SessionIdleTTL,
 		absolute: s.cfg.SessionMaxTTL,
-		issue: func(ss session) (string, accessRow, error) {
-			u, err := s.users.byPublicID(ctx, ss.subject)
-			if err != nil {
-				return "", accessRow{}, err
-			}
-			tok, err := s.issueToken(ctx, u)
-			if err != nil {
-				return "", accessRow{}, err
-			}
-			newRaw, hash, err := newRefreshToken()
-			if err != nil {
-				return "", accessRow{}, err
-			}
-			out = issued{access: tok.raw, refresh: newRaw}
-			return hash, accessRow{jti: tok.jti, sessionID: ss.id, subject: ss.subject, clientID: ss.clientID, exp: tok.exp}, nil
-		},
+		newHash:  newHash,
+		access:   accessRow{jti: tok.jti, subject: u.publicID, exp: tok.exp},
 	})
 	switch {
 	case err == nil:
@@ -341,7 +354,7 @@ func (s *Service) revoke(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Service) revokeRefreshToken(ctx context.Context, raw, clientID string) error {
-	sid, owner, err := s.sessions.refreshSession(ctx, refreshHash(raw))
+	sid, owner, _, err := s.sessions.refreshSession(ctx, refreshHash(raw))
 	if errors.Is(err, errNotFound) {
 		return nil
 	}

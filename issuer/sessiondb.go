@@ -124,10 +124,12 @@ type rotation struct {
 	now      time.Time
 	idle     time.Duration
 	absolute time.Duration
-	// issue is called inside the transaction once the old token is
-	// consumed, with the session; it returns the new refresh token's
-	// hash and the new access token, which are stored before commit.
-	issue func(session) (newHash string, a accessRow, err error)
+	// newHash and access are the replacement refresh token (by hash)
+	// and the new access token, made before the transaction: nothing
+	// in it may use another connection, or concurrent refreshes holding
+	// every pooled connection in a waiting transaction would starve it.
+	newHash string
+	access  accessRow
 }
 
 // rotate consumes the refresh token r.oldHash and stores its
@@ -180,11 +182,12 @@ func (s sessions) rotate(ctx context.Context, r rotation) (sessionID string, err
 			// write: the same token used twice.
 			return errRefreshReused
 		}
-		newHash, a, err := r.issue(ss)
-		if err != nil {
-			return err
+		if ss.subject != r.access.subject {
+			return errRefreshUnknown
 		}
-		if err := s.insertRefresh(ctx, tx, newHash, ss.id, r.now); err != nil {
+		a := r.access
+		a.sessionID, a.clientID = ss.id, ss.clientID
+		if err := s.insertRefresh(ctx, tx, r.newHash, ss.id, r.now); err != nil {
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, s.db.Rebind(`UPDATE sessions SET last_used_unix_ms = $1 WHERE id = $2`),
@@ -317,19 +320,19 @@ func (s sessions) accessByJTI(ctx context.Context, jti string) (accessRow, error
 	return a, nil
 }
 
-// refreshSession returns the session and client of refresh token hash,
-// or errNotFound.
-func (s sessions) refreshSession(ctx context.Context, hash string) (id, clientID string, err error) {
+// refreshSession returns the session, client and subject of refresh
+// token hash, or errNotFound.
+func (s sessions) refreshSession(ctx context.Context, hash string) (id, clientID, subject string, err error) {
 	err = s.db.QueryRowContext(ctx, s.db.Rebind(`
-		SELECT s.id, s.client_id FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id WHERE r.hash = $1`), hash).
-		Scan(&id, &clientID)
+		SELECT s.id, s.client_id, s.subject FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id WHERE r.hash = $1`), hash).
+		Scan(&id, &clientID, &subject)
 	if errors.Is(err, sql.ErrNoRows) {
-		return "", "", errNotFound
+		return "", "", "", errNotFound
 	}
 	if err != nil {
-		return "", "", fmt.Errorf("look up refresh token: %w", err)
+		return "", "", "", fmt.Errorf("look up refresh token: %w", err)
 	}
-	return id, clientID, nil
+	return id, clientID, subject, nil
 }
 
 // revokedToken and revokedSubject are feed entries.

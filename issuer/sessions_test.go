@@ -263,7 +263,7 @@ func TestConcurrentRefresh(t *testing.T) {
 			env := newEnv(t, func(c *Config) { c.DB = d.dsn(t) })
 			env.mustRegister(t, "alain", goodPassword)
 			g := env.passwordGrant(t, "alain", goodPassword)
-			const n = 8
+			const n = 16 // more than the SQLite pool (8 connections)
 			var wg sync.WaitGroup
 			statuses := make([]response, n)
 			start := make(chan struct{})
