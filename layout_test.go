@@ -50,6 +50,7 @@ var boxes = map[string]box{
 	"e2e/resilience":    boxTest,
 	"e2e/authzbench":    boxTest,
 	"e2e/proxies":       boxTest,
+	"e2e/oidc":          boxTest,
 	"deploy/chartcheck": boxTest,
 	"deploy/imagecheck": boxTest,
 	"deploy/tiltcheck":  boxTest,

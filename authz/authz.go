@@ -47,10 +47,12 @@ type Server struct {
 	keys     *keySource
 	verifier *verifier
 	cache    *tokenCache
-	health   *health.Server
-	ready    *server.Health
-	reg      *prometheus.Registry
-	now      func() time.Time
+	// revocations is nil when no feed is configured.
+	revocations *revocations
+	health      *health.Server
+	ready       *server.Health
+	reg         *prometheus.Registry
+	now         func() time.Time
 
 	// removeLists and removeHeaders are what an allow answer removes,
 	// by allowParts.missing: for gRPC as a list, for forward-auth joined
@@ -97,7 +99,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 			return 0
 		}
 		return s.cache.len()
-	})
+	}, s.revocationGauges)
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	s.health.SetServingStatus(AuthorizationService, healthpb.HealthCheckResponse_NOT_SERVING)
 	s.ready = server.NewHealth(map[string]server.Check{"jwks": s.keysReady})
@@ -106,6 +108,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 	s.keys = newKeySource(runCtx, cfg, log, s.metrics, s.keysChanged)
 	s.verifier = newVerifier(cfg, s.keys, func() time.Time { return s.now() })
 	s.wg.Go(s.keys.run)
+	if cfg.RevocationsURL != "" {
+		s.revocations = newRevocations(cfg, log, s.metrics, func() time.Time { return s.now() })
+		s.ready.SetDetail("revocations", s.revocations.detail)
+		s.wg.Go(func() { s.revocations.run(runCtx) })
+	}
 	return s, nil
 }
 

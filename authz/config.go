@@ -91,8 +91,21 @@ type Config struct {
 	FetchTimeout time.Duration
 	// ShutdownTimeout bounds Serve's graceful stop.
 	ShutdownTimeout time.Duration
-	// HTTPClient fetches discovery and the JWKS; nil means a client of
-	// authz's own with FetchTimeout.
+	// RevocationsURL is the issuer's revocation feed (GET /revocations
+	// on the issuer itself: the gateway does not route it); empty means
+	// revocations are not followed.
+	RevocationsURL string
+	// RevocationsInterval is how often the feed is fetched.
+	RevocationsInterval time.Duration
+	// RevocationsMaxAge is how old the last good fetch of the feed may
+	// be before RevocationsStale applies.
+	RevocationsMaxAge time.Duration
+	// RevocationsStale is what happens past RevocationsMaxAge: StaleServe
+	// keeps deciding with the last good list, StaleDeny refuses tokens
+	// issued before the last good fetch.
+	RevocationsStale string
+	// HTTPClient fetches discovery, the JWKS and the revocation feed;
+	// nil means a client of authz's own with FetchTimeout.
 	HTTPClient *http.Client
 }
 
@@ -111,6 +124,10 @@ func DefaultConfig() Config {
 		RefetchInterval:  DefaultRefetchInterval,
 		FetchTimeout:     DefaultFetchTimeout,
 		ShutdownTimeout:  DefaultShutdownTimeout,
+
+		RevocationsInterval: DefaultRevocationsInterval,
+		RevocationsMaxAge:   DefaultRevocationsMaxAge,
+		RevocationsStale:    StaleServe,
 	}
 }
 
@@ -180,6 +197,17 @@ func (c Config) validate() (Config, error) {
 	}{{"min refresh", c.MinRefresh}, {"max refresh", c.MaxRefresh}, {"refetch interval", c.RefetchInterval}, {"fetch timeout", c.FetchTimeout}, {"shutdown timeout", c.ShutdownTimeout}} {
 		if d.v <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive, not %v", d.name, d.v))
+		}
+	}
+	if c.RevocationsURL != "" {
+		if err := checkHTTPURL(c.RevocationsURL); err != nil {
+			errs = append(errs, fmt.Errorf("revocations url: %w", err))
+		}
+		if c.RevocationsInterval <= 0 || c.RevocationsMaxAge < c.RevocationsInterval {
+			errs = append(errs, fmt.Errorf("revocations interval %v must be positive and at most the max age %v", c.RevocationsInterval, c.RevocationsMaxAge))
+		}
+		if c.RevocationsStale != StaleServe && c.RevocationsStale != StaleDeny {
+			errs = append(errs, fmt.Errorf("revocations stale policy %q must be %q or %q", c.RevocationsStale, StaleServe, StaleDeny))
 		}
 	}
 	if c.MinRefresh > c.MaxRefresh {

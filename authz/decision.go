@@ -72,6 +72,8 @@ const (
 	reasonNoKeys
 	reasonBadPolicy
 	reasonMissingRole
+	reasonRevoked
+	reasonRevocationsStale
 	numReasons
 )
 
@@ -102,6 +104,10 @@ var reasons = [numReasons]struct {
 	reasonNoKeys:         {"no_keys", unavailable},
 	reasonBadPolicy:      {"bad_policy", permissionDenied},
 	reasonMissingRole:    {"missing_role", permissionDenied},
+	// Revoked tokens get the answer every invalid token gets; only the
+	// log and the metrics tell them apart.
+	reasonRevoked:          {"revoked", unauthenticated},
+	reasonRevocationsStale: {"revocations_stale", unauthenticated},
 }
 
 func (r reason) String() string { return reasons[r].name }
@@ -211,6 +217,18 @@ func (s *Server) decide(ctx context.Context, hs headerSource, pol policy, polErr
 	if err != nil {
 		d.reason, d.err = r, err
 		return d
+	}
+	// Revocations are looked at after the cache, on every check, so a
+	// cached token is refused as soon as the list names it.
+	if rv := s.revocations; rv != nil {
+		if rv.set().revoked(s.cfg.Issuer, id) {
+			d.reason, d.err = reasonRevoked, errors.New("token is revoked")
+			return d
+		}
+		if rv.staleDenies(id) {
+			d.reason, d.err = reasonRevocationsStale, errors.New("revocation feed is stale and the token predates its last good fetch")
+			return d
+		}
 	}
 	d.id, d.reason = id, r
 	if missing := pol.missingRole(id.roles); missing != "" {

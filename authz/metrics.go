@@ -26,9 +26,25 @@ type metrics struct {
 	lastSuccess prometheus.Gauge
 	cacheHits   prometheus.Counter
 	cacheMisses prometheus.Counter
+
+	revocationFetches *prometheus.CounterVec
 }
 
-func newMetrics(reg prometheus.Registerer, cacheLen func() int) *metrics {
+// revocationGauges reports the revocation list's age in seconds (-1:
+// never fetched, or no feed) and its token and subject entries.
+func (s *Server) revocationGauges() (age float64, tokens, subjects int) {
+	if s.revocations == nil {
+		return -1, 0, 0
+	}
+	set := s.revocations.set()
+	a, ok := s.revocations.age()
+	if !ok {
+		return -1, len(set.tokens), len(set.subjects)
+	}
+	return a.Seconds(), len(set.tokens), len(set.subjects)
+}
+
+func newMetrics(reg prometheus.Registerer, cacheLen func() int, revGauges func() (float64, int, int)) *metrics {
 	checks := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tollgate_authz_checks_total",
 		Help: "Authorization checks, by decision (allow, deny) and reason.",
@@ -71,6 +87,13 @@ func newMetrics(reg prometheus.Registerer, cacheLen func() int) *metrics {
 			Name: "tollgate_authz_token_cache_misses_total",
 			Help: "Checks whose token was not in the verified-token cache.",
 		}),
+		revocationFetches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tollgate_authz_revocation_fetches_total",
+			Help: "Revocation feed fetches, by result (ok, not_modified, error).",
+		}, []string{"result"}),
+	}
+	for _, r := range []string{"ok", "not_modified", "error"} {
+		m.revocationFetches.WithLabelValues(r)
 	}
 	for r := range numReasons {
 		m.checks[r] = checks.WithLabelValues(r.outcome().String(), r.String())
@@ -94,6 +117,19 @@ func newMetrics(reg prometheus.Registerer, cacheLen func() int) *metrics {
 			Name: "tollgate_authz_token_cache_entries",
 			Help: "Entries in the verified-token cache.",
 		}, func() float64 { return float64(cacheLen()) }),
+		m.revocationFetches,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tollgate_authz_revocations_age_seconds",
+			Help: "Seconds since the revocation feed was last fetched successfully; -1 before the first fetch or without a feed.",
+		}, func() float64 { a, _, _ := revGauges(); return a }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tollgate_authz_revoked_tokens",
+			Help: "Revoked tokens (iss + jti) in the deny list.",
+		}, func() float64 { _, n, _ := revGauges(); return float64(n) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tollgate_authz_revoked_subjects",
+			Help: "Subjects with a not-before time (iss + sub) in the deny list.",
+		}, func() float64 { _, _, n := revGauges(); return float64(n) }),
 	)
 	return m
 }

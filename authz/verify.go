@@ -36,6 +36,7 @@ type identity struct {
 	roles          []string
 	rolesHeader    string // roles joined with ",", the x-user-roles value
 	exp            time.Time
+	iat            time.Time  // zero when the token has none
 	allow          allowParts // built by newIdentity
 }
 
@@ -247,6 +248,9 @@ func newIdentity(c *claims) (*identity, error) {
 		roles:       c.Roles,
 		rolesHeader: strings.Join(c.Roles, ","),
 		exp:         c.ExpiresAt.Time,
+	}
+	if c.IssuedAt != nil {
+		id.iat = c.IssuedAt.Time
 	}
 	id.allow = newAllowParts(id)
 	return id, nil

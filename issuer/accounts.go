@@ -192,19 +192,46 @@ const badCredentials = "invalid name or password"
 
 // tokenResponse is the login answer; token and access_token are the same
 // JWT, the first for the tutorial's clients, the second for OAuth ones.
+// refresh_token is there when refresh is on.
 type tokenResponse struct {
-	Token       string `json:"token"`
-	AccessToken string `json:"access_token"`
-	TokenType   string `json:"token_type"`
-	ExpiresIn   int64  `json:"expires_in"`
+	Token        string `json:"token"`
+	AccessToken  string `json:"access_token"`
+	TokenType    string `json:"token_type"`
+	ExpiresIn    int64  `json:"expires_in"`
+	RefreshToken string `json:"refresh_token,omitempty"`
 }
 
+// login is the tutorial's login (HTTP Basic), the password grant of the
+// default client with the tutorial's answer.
 func (s *Service) login(w http.ResponseWriter, r *http.Request) error {
 	name, password, ok := r.BasicAuth()
 	if !ok {
 		s.metrics.logins.WithLabelValues("no_credentials").Inc()
 		return errBadCredentials("HTTP Basic credentials are required")
 	}
+	u, err := s.authenticate(r, name, password)
+	if err != nil {
+		return err
+	}
+	iss, err := s.startSession(r.Context(), u, s.cfg.LoginClient)
+	if err != nil {
+		return err
+	}
+	s.metrics.logins.WithLabelValues("success").Inc()
+	httpapi.WriteJSON(w, http.StatusOK, tokenResponse{
+		Token:        iss.access,
+		AccessToken:  iss.access,
+		TokenType:    "Bearer",
+		ExpiresIn:    int64(s.cfg.TokenTTL / time.Second),
+		RefreshToken: iss.refresh,
+	})
+	return nil
+}
+
+// authenticate checks a name and password, throttled, for /login and
+// the password grant alike. Every failure is the same 401
+// (errBadCredentials), whatever failed.
+func (s *Service) authenticate(r *http.Request, name, password string) (user, error) {
 	ctx := r.Context()
 	log := httpapi.Logger(ctx)
 	addr := addrKey(clientAddr(r, s.cfg.TrustedProxies, s.cfg.TrustedHops))
@@ -216,24 +243,30 @@ func (s *Service) login(w http.ResponseWriter, r *http.Request) error {
 	if validateName(name) == nil && len(password) <= MaxPasswordBytes {
 		account = nameKey(name)
 	}
-	if wait := s.throttle.wait(account, addr, s.cfg.Now()); wait > 0 {
+	wait, err := s.throttle.wait(ctx, account, addr, s.cfg.Now())
+	if err != nil {
+		return user{}, errBusyResponse(err)
+	}
+	if wait > 0 {
 		s.metrics.logins.WithLabelValues("throttled").Inc()
 		secs := int64((wait + time.Second - 1) / time.Second)
 		log.Warn("login throttled", "client", addr, "retry_after_s", secs)
 		e := httpapi.Errorf(http.StatusTooManyRequests, nil, "too many failed logins; retry in %d seconds", secs)
 		e.Header = http.Header{"Retry-After": {strconv.FormatInt(secs, 10)}}
-		return e
+		return user{}, e
 	}
 	if account == "" {
-		s.throttle.failure("", addr, s.cfg.Now())
+		if err := s.throttle.failure(ctx, "", addr, s.cfg.Now()); err != nil {
+			return user{}, errBusyResponse(err)
+		}
 		s.metrics.logins.WithLabelValues("failure").Inc()
-		return errBadCredentials(badCredentials)
+		return user{}, errBadCredentials(badCredentials)
 	}
 
 	u, err := s.users.byName(ctx, name)
 	known := err == nil
 	if err != nil && !errors.Is(err, errNotFound) {
-		return err
+		return user{}, err
 	}
 	hash := s.dummyHash
 	if known {
@@ -243,38 +276,31 @@ func (s *Service) login(w http.ResponseWriter, r *http.Request) error {
 	switch {
 	case errors.Is(err, errBusy):
 		s.metrics.logins.WithLabelValues("busy").Inc()
-		return errBusyResponse(err)
+		return user{}, errBusyResponse(err)
 	case err != nil:
-		return fmt.Errorf("verify password of user %s: %w", u.publicID, err)
+		return user{}, fmt.Errorf("verify password of user %s: %w", u.publicID, err)
 	}
 	if !known || !match {
-		s.throttle.failure(account, addr, s.cfg.Now())
+		if err := s.throttle.failure(ctx, account, addr, s.cfg.Now()); err != nil {
+			return user{}, errBusyResponse(err)
+		}
 		s.metrics.logins.WithLabelValues("failure").Inc()
 		if known {
 			log.Info("login failed: wrong password", "user_id", u.publicID, "client", addr)
 		} else {
 			log.Info("login failed: unknown user", "client", addr)
 		}
-		return errBadCredentials(badCredentials)
+		return user{}, errBadCredentials(badCredentials)
 	}
-	s.throttle.success(account, addr, s.cfg.Now())
+	if err := s.throttle.success(ctx, account, addr, s.cfg.Now()); err != nil {
+		// The login is good; only its throttling bookkeeping failed.
+		log.Warn("record successful login for throttling", "err", err)
+	}
 	if stale {
 		s.rehash(r, u, password)
 	}
-
-	token, err := s.issueToken(u)
-	if err != nil {
-		return err
-	}
-	s.metrics.logins.WithLabelValues("success").Inc()
 	log.Info("login", "user_id", u.publicID, "client", addr)
-	httpapi.WriteJSON(w, http.StatusOK, tokenResponse{
-		Token:       token,
-		AccessToken: token,
-		TokenType:   "Bearer",
-		ExpiresIn:   int64(s.cfg.TokenTTL / time.Second),
-	})
-	return nil
+	return u, nil
 }
 
 // rehash replaces u's hash, made with other parameters than the current

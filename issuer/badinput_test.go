@@ -100,11 +100,15 @@ func TestNoServerErrorsForClientInput(t *testing.T) {
 	env := newEnv(t)
 	env.mustRegister(t, "alain", goodPassword)
 	for _, method := range []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "BREW"} {
-		for _, path := range []string{"/register", "/login", "/users", "/.well-known/jwks.json", "/.well-known/openid-configuration", "/", "/x", "/users/1"} {
+		for _, path := range []string{"/register", "/login", "/users", "/.well-known/jwks.json", "/.well-known/openid-configuration", "/", "/x", "/users/1",
+			"/token", "/revoke", "/logout", "/revocations", "/revocations?since=-5", "/revocations?since=99999999999999999999",
+			"/users/00000000-0000-4000-8000-000000000000/revoke", "/users/%00/revoke"} {
 			for _, headers := range []map[string]string{
 				nil,
 				{"X-User-Id": "a", "X-User-Roles": "admin", "Content-Type": "application/json"},
 				{"Authorization": "Basic " + strings.Repeat("=", 100), "If-None-Match": "garbage", "Range": "bytes=5-1"},
+				{"Authorization": "Bearer a.b.c", "Content-Type": "application/x-www-form-urlencoded; charset=utf-8"},
+				{"X-Access-Tokens": strings.Repeat("e", 10000), "Content-Type": "application/x-www-form-urlencoded"},
 			} {
 				res := env.do(t, request{method: method, path: path, headers: headers, body: `{"name":"x"}`})
 				if res.status >= 500 {

@@ -102,6 +102,23 @@ func (s users) byName(ctx context.Context, name string) (user, error) {
 	return u, nil
 }
 
+// byPublicID returns the user whose public id is id, or errNotFound.
+func (s users) byPublicID(ctx context.Context, id string) (user, error) {
+	var u user
+	var created int64
+	err := s.db.QueryRowContext(ctx, s.db.Rebind(`
+		SELECT id, public_id, name, password_hash, created_unix_ms FROM users WHERE public_id = $1`),
+		id).Scan(&u.id, &u.publicID, &u.name, &u.passwordHash, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return user{}, errNotFound
+	}
+	if err != nil {
+		return user{}, fmt.Errorf("look up user: %w", err)
+	}
+	u.created = fromUnixMS(created)
+	return u, nil
+}
+
 // exists reports whether a user with name (in any letter case) exists.
 func (s users) exists(ctx context.Context, name string) (bool, error) {
 	var n int

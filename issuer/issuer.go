@@ -104,6 +104,19 @@ type Config struct {
 	// the client sent, are ignored. At least 1 (the gateway alone);
 	// behind a load balancer that appends too, 2.
 	TrustedHops int
+	// DisableRefresh turns refresh tokens off: logins then return an
+	// access token only, and the refresh_token grant is refused.
+	DisableRefresh bool
+	// SessionIdleTTL ends a session not refreshed for this long.
+	SessionIdleTTL time.Duration
+	// SessionMaxTTL ends a session this long after its login, however
+	// often it is refreshed.
+	SessionMaxTTL time.Duration
+	// Clients are the public OAuth clients (RFC 6749 §2.1) that may use
+	// /token and /revoke, by client_id.
+	Clients []string
+	// LoginClient is the client /login issues to; it must be in Clients.
+	LoginClient string
 	// Throttle sets the login failure limits.
 	Throttle Throttle
 	// ShutdownTimeout bounds Serve's graceful stop.
@@ -135,6 +148,10 @@ func DefaultConfig() Config {
 		TrustedProxies:      slices.Clone(DefaultTrustedProxies),
 		TrustedHops:         DefaultTrustedHops,
 		Throttle:            DefaultThrottle(),
+		SessionIdleTTL:      DefaultSessionIdleTTL,
+		SessionMaxTTL:       DefaultSessionMaxTTL,
+		Clients:             []string{DefaultClient},
+		LoginClient:         DefaultClient,
 		ShutdownTimeout:     DefaultShutdownTimeout,
 	}
 }
@@ -184,6 +201,20 @@ func (c Config) validate() error {
 	if c.KeyPollInterval <= 0 || c.HashQueueTimeout <= 0 || c.ShutdownTimeout <= 0 || c.MaxConcurrentHashes <= 0 {
 		return fmt.Errorf("key poll interval %v, hash queue timeout %v, shutdown timeout %v and concurrent hashes %d must be positive", c.KeyPollInterval, c.HashQueueTimeout, c.ShutdownTimeout, c.MaxConcurrentHashes)
 	}
+	if c.SessionIdleTTL <= 0 || c.SessionMaxTTL < c.SessionIdleTTL {
+		return fmt.Errorf("session idle lifetime %v must be positive and at most the absolute lifetime %v", c.SessionIdleTTL, c.SessionMaxTTL)
+	}
+	if len(c.Clients) == 0 {
+		return errors.New("at least one client is required")
+	}
+	for _, id := range c.Clients {
+		if !validClientID(id) {
+			return fmt.Errorf("client id %q must be 1 to 128 ASCII letters, digits, '.', '_', ':' or '-'", id)
+		}
+	}
+	if !slices.Contains(c.Clients, c.LoginClient) {
+		return fmt.Errorf("login client %q is not one of the clients %q", c.LoginClient, c.Clients)
+	}
 	if c.KeyDir == "" && c.DataDir == "" {
 		return errors.New("a key directory or a data directory is required")
 	}
@@ -215,7 +246,9 @@ type Service struct {
 	users     users
 	keys      *keyring
 	hasher    *hasher
-	throttle  *throttle
+	throttle  loginThrottle
+	sessions  sessions
+	clients   map[string]bool
 	admins    map[string]bool // name keys holding the admin role
 	dummyHash string          // verified for unknown users, so they cost a real hash
 	health    *server.Health
@@ -264,13 +297,18 @@ func newService(ctx context.Context, cfg Config, log *slog.Logger, reg *promethe
 		log:      log,
 		db:       db,
 		users:    users{db},
-		throttle: newThrottle(cfg.Throttle),
+		sessions: sessions{db},
+		clients:  map[string]bool{},
 		admins:   map[string]bool{},
 		hasher: &hasher{
 			params:  cfg.Argon2,
 			derive:  derive,
 			limiter: newLimiter(cfg.MaxConcurrentHashes, cfg.MaxQueuedHashes, cfg.HashQueueTimeout),
 		},
+	}
+	s.throttle = memThrottle{newThrottle(cfg.Throttle)}
+	if db.Dialect == store.Postgres {
+		s.throttle = sharedThrottle{db: db, cfg: cfg.Throttle}
 	}
 	if err := s.start(ctx, reg); err != nil {
 		db.Close()
@@ -283,6 +321,9 @@ func (s *Service) start(ctx context.Context, reg *prometheus.Registry) error {
 	cfg := s.cfg
 	for _, name := range cfg.AdminUsers {
 		s.admins[nameKey(name)] = true
+	}
+	for _, id := range cfg.Clients {
+		s.clients[id] = true
 	}
 	if cfg.AdminPassword != "" {
 		s.admins[nameKey(cfg.AdminName)] = true
@@ -337,9 +378,30 @@ func (s *Service) start(ctx context.Context, reg *prometheus.Registry) error {
 	s.pollDone = make(chan struct{})
 	go func() {
 		defer close(s.pollDone)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			s.pruneSessions(pollCtx)
+		}()
 		s.keys.poll(pollCtx, cfg.KeyPollInterval)
+		<-done
 	}()
 	return nil
+}
+
+// validClientID reports whether id can be a client_id: short, and safe
+// in a log line and a form.
+func validClientID(id string) bool {
+	if id == "" || len(id) > 128 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("._:-", c) >= 0) {
+			return false
+		}
+	}
+	return true
 }
 
 // ensureAdmin creates the configured admin, or resets its password when

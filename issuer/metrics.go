@@ -10,6 +10,8 @@ type metrics struct {
 	registrations *prometheus.CounterVec
 	rehashes      prometheus.Counter
 	keyEvents     *prometheus.CounterVec
+	refreshes     *prometheus.CounterVec
+	revocations   *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, s *Service) *metrics {
@@ -30,6 +32,14 @@ func newMetrics(reg prometheus.Registerer, s *Service) *metrics {
 			Name: "tollgate_issuer_key_events_total",
 			Help: "Key directory problems: invalid_file, reload_error.",
 		}, []string{"event"}),
+		refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tollgate_issuer_refreshes_total",
+			Help: "Refresh grants by result: rotated, reused (the session was revoked), invalid.",
+		}, []string{"result"}),
+		revocations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tollgate_issuer_revocations_total",
+			Help: "Revocations by kind: access_token, refresh_token, logout, user.",
+		}, []string{"kind"}),
 	}
 	published := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "tollgate_issuer_published_keys",
@@ -47,6 +57,6 @@ func newMetrics(reg prometheus.Registerer, s *Service) *metrics {
 		}
 		return 0
 	})
-	reg.MustRegister(m.logins, m.registrations, m.rehashes, m.keyEvents, published, canSign)
+	reg.MustRegister(m.logins, m.registrations, m.rehashes, m.keyEvents, m.refreshes, m.revocations, published, canSign)
 	return m
 }

@@ -25,6 +25,12 @@ func (s *Service) routes(reg *prometheus.Registry) http.Handler {
 	// (curl http://alain:secret@host/login); the answer is no-store.
 	handle("GET", "/login", s.login)
 	handle("GET", "/users", s.listUsers)
+	handle("POST", "/token", oauthHandler(s.token))
+	handle("POST", "/revoke", oauthHandler(s.revoke))
+	handle("POST", "/logout", s.logout)
+	handle("POST", "/users/{id}/revoke", s.revokeUser)
+	// Internal: followed by authz, never routed at the gateway.
+	handle("GET", "/revocations", s.revocations)
 	handle("GET", "/.well-known/jwks.json", s.jwks)
 	handle("GET", "/.well-known/openid-configuration", s.openIDConfiguration)
 	s.health.Register(mux, reg)

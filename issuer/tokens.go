@@ -2,6 +2,7 @@ package issuer
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,19 +16,38 @@ import (
 	"github.com/tollgate-dev/tollgate/internal/httpapi"
 )
 
-// issueToken signs a new token for u with the current signing key.
-func (s *Service) issueToken(u user) (string, error) {
+// accessToken is a signed access token and what the session tables
+// record of it.
+type accessToken struct {
+	raw string
+	jti string
+	exp time.Time
+}
+
+// issueToken signs a new token for u with the current signing key. Its
+// iat is never before u's not-before (see revokeUser), so a token issued
+// right after a revocation of all of u's sessions is not refused with
+// them.
+func (s *Service) issueToken(ctx context.Context, u user) (accessToken, error) {
 	now := s.cfg.Now().Truncate(time.Second)
+	nb, err := s.sessions.notBefore(ctx, u.publicID)
+	if err != nil {
+		return accessToken{}, err
+	}
+	if nb.After(now) {
+		now = nb
+	}
 	exp := now.Add(s.cfg.TokenTTL)
 	kid, alg, key, err := s.keys.sign(now, exp)
 	if errors.Is(err, errNoSigningKey) {
 		e := httpapi.Errorf(http.StatusServiceUnavailable, err, "no signing key is available; retry shortly")
 		e.Header = http.Header{"Retry-After": {"5"}}
-		return "", e
+		return accessToken{}, e
 	}
 	if err != nil {
-		return "", err
+		return accessToken{}, err
 	}
+	jti := uuid.NewString()
 	tok, err := jwt.NewBuilder().
 		Issuer(s.cfg.IssuerURL).
 		Subject(u.publicID).
@@ -35,18 +55,18 @@ func (s *Service) issueToken(u user) (string, error) {
 		IssuedAt(now).
 		NotBefore(now).
 		Expiration(exp).
-		JwtID(uuid.NewString()).
+		JwtID(jti).
 		Claim("name", u.name).
 		Claim("roles", s.roles(u.name)).
 		Build()
 	if err != nil {
-		return "", fmt.Errorf("build token: %w", err)
+		return accessToken{}, fmt.Errorf("build token: %w", err)
 	}
 	signed, err := jwt.Sign(tok, jwt.WithKey(alg, key))
 	if err != nil {
-		return "", fmt.Errorf("sign token with key %s: %w", kid, err)
+		return accessToken{}, fmt.Errorf("sign token with key %s: %w", kid, err)
 	}
-	return string(signed), nil
+	return accessToken{raw: string(signed), jti: jti, exp: exp}, nil
 }
 
 func (s *Service) cacheControl() string {
@@ -73,26 +93,38 @@ func (s *Service) jwks(w http.ResponseWriter, r *http.Request) error {
 // (Envoy's jwt_authn, Istio's RequestAuthentication, JOSE libraries)
 // read.
 type discovery struct {
-	Issuer             string   `json:"issuer"`
-	JWKSURI            string   `json:"jwks_uri"`
-	TokenEndpoint      string   `json:"token_endpoint"`
-	TokenEndpointAuth  []string `json:"token_endpoint_auth_methods_supported"`
-	ResponseTypes      []string `json:"response_types_supported"`
-	SubjectTypes       []string `json:"subject_types_supported"`
-	IDTokenSigningAlgs []string `json:"id_token_signing_alg_values_supported"`
-	ClaimsSupported    []string `json:"claims_supported"`
+	Issuer                 string   `json:"issuer"`
+	JWKSURI                string   `json:"jwks_uri"`
+	TokenEndpoint          string   `json:"token_endpoint"`
+	TokenEndpointAuth      []string `json:"token_endpoint_auth_methods_supported"`
+	RevocationEndpoint     string   `json:"revocation_endpoint"`
+	RevocationEndpointAuth []string `json:"revocation_endpoint_auth_methods_supported"`
+	GrantTypes             []string `json:"grant_types_supported"`
+	ResponseTypes          []string `json:"response_types_supported"`
+	SubjectTypes           []string `json:"subject_types_supported"`
+	IDTokenSigningAlgs     []string `json:"id_token_signing_alg_values_supported"`
+	ClaimsSupported        []string `json:"claims_supported"`
 }
 
 func (s *Service) openIDConfiguration(w http.ResponseWriter, r *http.Request) error {
+	grants := []string{"password", "refresh_token"}
+	if s.cfg.DisableRefresh {
+		grants = []string{"password"}
+	}
 	body, err := json.Marshal(discovery{
-		Issuer:             s.cfg.IssuerURL,
-		JWKSURI:            s.cfg.IssuerURL + "/.well-known/jwks.json",
-		TokenEndpoint:      s.cfg.IssuerURL + "/login",
-		TokenEndpointAuth:  []string{"client_secret_basic"},
-		ResponseTypes:      []string{"token"},
-		SubjectTypes:       []string{"public"},
-		IDTokenSigningAlgs: s.keys.algs(s.cfg.Now()),
-		ClaimsSupported:    []string{"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "name", "roles"},
+		Issuer:        s.cfg.IssuerURL,
+		JWKSURI:       s.cfg.IssuerURL + "/.well-known/jwks.json",
+		TokenEndpoint: s.cfg.IssuerURL + "/token",
+		// Public clients (RFC 6749 §2.1) authenticate with nothing
+		// but their client_id.
+		TokenEndpointAuth:      []string{"none"},
+		RevocationEndpoint:     s.cfg.IssuerURL + "/revoke",
+		RevocationEndpointAuth: []string{"none"},
+		GrantTypes:             grants,
+		ResponseTypes:          []string{"token"},
+		SubjectTypes:           []string{"public"},
+		IDTokenSigningAlgs:     s.keys.algs(s.cfg.Now()),
+		ClaimsSupported:        []string{"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "name", "roles"},
 	})
 	if err != nil {
 		return fmt.Errorf("encode discovery document: %w", err)

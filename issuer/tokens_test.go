@@ -234,14 +234,18 @@ func TestOpenIDConfiguration(t *testing.T) {
 	var doc discovery
 	res.json(t, &doc)
 	want := discovery{
-		Issuer:             "https://auth.example.test",
-		JWKSURI:            "https://auth.example.test/.well-known/jwks.json",
-		TokenEndpoint:      "https://auth.example.test/login",
-		TokenEndpointAuth:  []string{"client_secret_basic"},
-		ResponseTypes:      []string{"token"},
-		SubjectTypes:       []string{"public"},
-		IDTokenSigningAlgs: []string{"ES256"},
-		ClaimsSupported:    []string{"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "name", "roles"},
+		Issuer:            "https://auth.example.test",
+		JWKSURI:           "https://auth.example.test/.well-known/jwks.json",
+		TokenEndpoint:     "https://auth.example.test/token",
+		TokenEndpointAuth: []string{"none"},
+		// RFC 7009 / RFC 8414 §2: where and how to revoke.
+		RevocationEndpoint:     "https://auth.example.test/revoke",
+		RevocationEndpointAuth: []string{"none"},
+		GrantTypes:             []string{"password", "refresh_token"},
+		ResponseTypes:          []string{"token"},
+		SubjectTypes:           []string{"public"},
+		IDTokenSigningAlgs:     []string{"ES256"},
+		ClaimsSupported:        []string{"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "name", "roles"},
 	}
 	if diff := cmp.Diff(want, doc); diff != "" {
 		t.Errorf("discovery document (-want +got):\n%s", diff)

@@ -572,6 +572,7 @@ func (st *Stack) startAuthz(ctx context.Context, s *service, ls map[string]net.L
 	cfg := authz.DefaultConfig()
 	cfg.Issuer = st.issuerURL
 	cfg.JWKSURL = "http://" + dialAddr(st.addrs.Issuer) + "/.well-known/jwks.json"
+	cfg.RevocationsURL = "http://" + dialAddr(st.addrs.Issuer) + "/revocations"
 	cfg.ShutdownTimeout = st.cfg.ShutdownTimeout
 	if st.cfg.AuthzConfig != nil {
 		st.cfg.AuthzConfig(&cfg)

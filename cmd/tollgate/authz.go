@@ -28,6 +28,10 @@ type authzFlags struct {
 	refetch         time.Duration
 	fetchTimeout    time.Duration
 	shutdownTimeout time.Duration
+	revocationsURL  string
+	revInterval     time.Duration
+	revMaxAge       time.Duration
+	revStale        string
 }
 
 func (f *authzFlags) register(fs *flagSet) {
@@ -48,6 +52,10 @@ func (f *authzFlags) register(fs *flagSet) {
 	fs.Duration(&f.refetch, "jwks-refetch-interval", "TOLLGATE_AUTHZ_JWKS_REFETCH_INTERVAL", d.RefetchInterval, "least time between JWKS fetches caused by tokens with an unknown kid")
 	fs.Duration(&f.fetchTimeout, "jwks-fetch-timeout", "TOLLGATE_AUTHZ_JWKS_FETCH_TIMEOUT", d.FetchTimeout, "timeout of one discovery or JWKS request")
 	fs.Duration(&f.shutdownTimeout, "shutdown-timeout", "TOLLGATE_SHUTDOWN_TIMEOUT", d.ShutdownTimeout, "how long to wait for in-flight requests at shutdown")
+	fs.String(&f.revocationsURL, "revocations-url", "TOLLGATE_AUTHZ_REVOCATIONS_URL", d.RevocationsURL, "the issuer's revocation feed, reached directly (http://issuer:8081/revocations); empty: revocations are not followed")
+	fs.Duration(&f.revInterval, "revocations-interval", "TOLLGATE_AUTHZ_REVOCATIONS_INTERVAL", d.RevocationsInterval, "how often the revocation feed is fetched")
+	fs.Duration(&f.revMaxAge, "revocations-max-age", "TOLLGATE_AUTHZ_REVOCATIONS_MAX_AGE", d.RevocationsMaxAge, "age of the last good feed fetch after which -revocations-stale applies")
+	fs.String(&f.revStale, "revocations-stale", "TOLLGATE_AUTHZ_REVOCATIONS_STALE", d.RevocationsStale, "when the feed is older than -revocations-max-age: serve (decide with the last good list) or deny (refuse tokens issued before the last good fetch)")
 }
 
 // config turns the flags into an authz.Config, refusing what authz.New
@@ -67,6 +75,10 @@ func (f *authzFlags) config() (authz.Config, error) {
 	cfg.RefetchInterval = f.refetch
 	cfg.FetchTimeout = f.fetchTimeout
 	cfg.ShutdownTimeout = f.shutdownTimeout
+	cfg.RevocationsURL = f.revocationsURL
+	cfg.RevocationsInterval = f.revInterval
+	cfg.RevocationsMaxAge = f.revMaxAge
+	cfg.RevocationsStale = f.revStale
 	return cfg, cfg.Validate()
 }
 

@@ -54,6 +54,10 @@ func TestAuthzFlags(t *testing.T) {
 		RefetchInterval: 30 * time.Second,
 		FetchTimeout:    5 * time.Second,
 		ShutdownTimeout: 15 * time.Second,
+
+		RevocationsInterval: 2 * time.Second,
+		RevocationsMaxAge:   time.Minute,
+		RevocationsStale:    "serve",
 	}
 	defaults.MaxTokenLifetime = 24 * time.Hour
 	for _, tc := range []struct {
@@ -76,6 +80,15 @@ func TestAuthzFlags(t *testing.T) {
 				c.Algorithms, c.TokenHeaders = []string{"ES256", "PS256"}, []string{"x-access-tokens"}
 				c.Leeway, c.CacheSize = 5*time.Second, 0
 				c.MinRefresh, c.MaxRefresh, c.RefetchInterval, c.FetchTimeout = 10*time.Second, time.Hour, time.Minute, 2*time.Second
+			},
+		},
+		{
+			name: "revocation feed",
+			env:  map[string]string{"TOLLGATE_AUTHZ_REVOCATIONS_URL": "http://issuer:8081/revocations", "TOLLGATE_AUTHZ_REVOCATIONS_STALE": "deny"},
+			args: []string{"-revocations-interval", "1s", "-revocations-max-age", "10s"},
+			want: func(c *authz.Config) {
+				c.RevocationsURL, c.RevocationsStale = "http://issuer:8081/revocations", "deny"
+				c.RevocationsInterval, c.RevocationsMaxAge = time.Second, 10*time.Second
 			},
 		},
 		{
@@ -117,6 +130,8 @@ func TestAuthzFlags(t *testing.T) {
 func TestAuthzFlagErrors(t *testing.T) {
 	for _, args := range [][]string{
 		{"-jwks-refetch-interval", "0s"},
+		{"-revocations-url", "http://issuer/revocations", "-revocations-stale", "sometimes"},
+		{"-revocations-url", "http://issuer/revocations", "-revocations-interval", "0s"},
 		{"-jwks-min-refresh", "-1s"},
 		{"-jwks-fetch-timeout", "0"},
 		{"-max-token-lifetime", "0s"},

@@ -40,6 +40,10 @@ type issuerFlags struct {
 	argon2Iterations  int
 	argon2Parallelism int
 	maxHashes         int
+	refresh           bool
+	sessionIdleTTL    time.Duration
+	sessionMaxTTL     time.Duration
+	clients           string
 	shutdownTimeout   time.Duration
 }
 
@@ -68,6 +72,10 @@ func (f *issuerFlags) register(fs *flagSet) {
 	fs.Int(&f.argon2Iterations, "argon2-iterations", "TOLLGATE_ARGON2_ITERATIONS", int(d.Argon2.Iterations), "argon2id iterations (at least 2)")
 	fs.Int(&f.argon2Parallelism, "argon2-parallelism", "TOLLGATE_ARGON2_PARALLELISM", int(d.Argon2.Parallelism), "argon2id parallelism (at least 1)")
 	fs.Int(&f.maxHashes, "max-concurrent-hashes", "TOLLGATE_MAX_CONCURRENT_HASHES", d.MaxConcurrentHashes, "password hashes computed at once (2 per CPU here), each holding -argon2-memory; 4 more requests per slot may wait")
+	fs.Bool(&f.refresh, "refresh", "TOLLGATE_REFRESH", !d.DisableRefresh, "issue refresh tokens at login (sessions that can be refreshed, logged out and revoked)")
+	fs.Duration(&f.sessionIdleTTL, "session-idle-ttl", "TOLLGATE_SESSION_IDLE_TTL", d.SessionIdleTTL, "a session not refreshed for this long ends")
+	fs.Duration(&f.sessionMaxTTL, "session-max-ttl", "TOLLGATE_SESSION_MAX_TTL", d.SessionMaxTTL, "a session ends this long after its login, however often refreshed")
+	fs.String(&f.clients, "clients", "TOLLGATE_CLIENTS", strings.Join(d.Clients, ","), "comma-separated public OAuth client ids allowed at /token and /revoke; /login issues to the first")
 	fs.Duration(&f.shutdownTimeout, "shutdown-timeout", "TOLLGATE_SHUTDOWN_TIMEOUT", d.ShutdownTimeout, "how long to wait for in-flight requests at shutdown")
 }
 
@@ -101,6 +109,18 @@ func (f *issuerFlags) config() (issuer.Config, error) {
 	cfg.MaxConcurrentHashes = f.maxHashes
 	cfg.MaxQueuedHashes = 4 * f.maxHashes
 	cfg.ShutdownTimeout = f.shutdownTimeout
+	cfg.DisableRefresh = !f.refresh
+	cfg.SessionIdleTTL = f.sessionIdleTTL
+	cfg.SessionMaxTTL = f.sessionMaxTTL
+	cfg.Clients = nil
+	for _, id := range strings.Split(f.clients, ",") {
+		if id = strings.TrimSpace(id); id != "" {
+			cfg.Clients = append(cfg.Clients, id)
+		}
+	}
+	if len(cfg.Clients) > 0 {
+		cfg.LoginClient = cfg.Clients[0]
+	}
 	if f.keyDelay < 0 {
 		return cfg, fmt.Errorf("-key-activation-delay must not be negative")
 	}

@@ -59,6 +59,10 @@ func TestIssuerFlags(t *testing.T) {
 		TrustedProxies:      loopback,
 		TrustedHops:         1,
 		Throttle:            issuer.DefaultThrottle(),
+		SessionIdleTTL:      14 * 24 * time.Hour,
+		SessionMaxTTL:       90 * 24 * time.Hour,
+		Clients:             []string{"tollgate-cli"},
+		LoginClient:         "tollgate-cli",
 		ShutdownTimeout:     15 * time.Second,
 	}
 	for _, tc := range []struct {
@@ -107,6 +111,11 @@ func TestIssuerFlags(t *testing.T) {
 		{"trusted hops behind a load balancer", map[string]string{"TOLLGATE_ISSUER_TRUSTED_HOPS": "2"}, nil, func(c *issuer.Config) {
 			c.TrustedHops = 2
 		}},
+		{"sessions", map[string]string{"TOLLGATE_REFRESH": "false", "TOLLGATE_CLIENTS": "web, tollgate-cli"},
+			[]string{"-session-idle-ttl", "24h", "-session-max-ttl", "720h"}, func(c *issuer.Config) {
+				c.DisableRefresh, c.SessionIdleTTL, c.SessionMaxTTL = true, 24*time.Hour, 720*time.Hour
+				c.Clients, c.LoginClient = []string{"web", "tollgate-cli"}, "web"
+			}},
 		{"argon2 costs", nil, []string{"-argon2-memory", "65536", "-argon2-iterations", "3"}, func(c *issuer.Config) {
 			c.Argon2 = issuer.Argon2Params{Memory: 65536, Iterations: 3, Parallelism: 1}
 		}},

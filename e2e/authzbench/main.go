@@ -67,6 +67,7 @@ type options struct {
 	concurrency int
 	connections int
 	tokens      int
+	revocations int
 }
 
 func main() {
@@ -82,6 +83,7 @@ func main() {
 	flag.IntVar(&o.concurrency, "c", 50, "concurrent requests (ghz -c)")
 	flag.IntVar(&o.connections, "connections", 1, "gRPC connections (ghz --connections); Envoy keeps few")
 	flag.IntVar(&o.tokens, "tokens", 1000, "distinct valid tokens in the pool")
+	flag.IntVar(&o.revocations, "revocations", 0, "revoked tokens the authz servers follow in a revocation feed (0: no feed)")
 	flag.StringVar(&serveNoop, "serve-noop", "", "serve the no-op Check server on this address (used by the benchmark itself)")
 	flag.StringVar(&noopShape, "noop-answer", "bare", "with -serve-noop: answer a bare OK (bare) or a constant allow shaped like authz's (allow)")
 	flag.Parse()
@@ -161,7 +163,7 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	jwksURL, kid, stopJWKS, err := serveJWKS(key)
+	jwksURL, kid, stopJWKS, err := serveJWKS(key, o.revocations)
 	if err != nil {
 		return err
 	}
@@ -196,12 +198,16 @@ func run(o options) error {
 		return err
 	}
 	defer shaped.stop()
-	cached, err := startAuthz(o.tollgate, jwksURL, 10000)
+	revocationsURL := ""
+	if o.revocations > 0 {
+		revocationsURL = strings.TrimSuffix(jwksURL, "/jwks.json") + "/revocations"
+	}
+	cached, err := startAuthz(o.tollgate, jwksURL, revocationsURL, 10000)
 	if err != nil {
 		return err
 	}
 	defer cached.stop()
-	uncached, err := startAuthz(o.tollgate, jwksURL, 0)
+	uncached, err := startAuthz(o.tollgate, jwksURL, revocationsURL, 0)
 	if err != nil {
 		return err
 	}
@@ -453,7 +459,7 @@ func freeAddr() (string, error) {
 	return l.Addr().String(), nil
 }
 
-func startAuthz(tollgate, jwksURL string, cacheSize int) (*server, error) {
+func startAuthz(tollgate, jwksURL, revocationsURL string, cacheSize int) (*server, error) {
 	grpcAddr, err := freeAddr()
 	if err != nil {
 		return nil, err
@@ -467,6 +473,9 @@ func startAuthz(tollgate, jwksURL string, cacheSize int) (*server, error) {
 		"-grpc-addr", grpcAddr, "-http-addr", httpAddr,
 		"-issuer", issuerName, "-jwks-url", jwksURL,
 		"-cache-size", strconv.Itoa(cacheSize))
+	if revocationsURL != "" {
+		cmd.Args = append(cmd.Args, "-revocations-url", revocationsURL)
+	}
 	s, err := startServer(name, cmd, grpcAddr, "http://"+httpAddr+"/readyz")
 	if err != nil {
 		return nil, err
@@ -503,7 +512,7 @@ func startServer(name string, cmd *exec.Cmd, addr, readyz string) (*server, erro
 }
 
 // serveJWKS publishes key's public JWK on a loopback port.
-func serveJWKS(key *ecdsa.PrivateKey) (url, kid string, stop func(), err error) {
+func serveJWKS(key *ecdsa.PrivateKey, revocations int) (url, kid string, stop func(), err error) {
 	pub, err := jwk.FromRaw(key.Public())
 	if err != nil {
 		return "", "", nil, err
@@ -530,13 +539,43 @@ func serveJWKS(key *ecdsa.PrivateKey) (url, kid string, stop func(), err error) 
 	if err != nil {
 		return "", "", nil, err
 	}
+	feed, err := revocationFeed(revocations)
+	if err != nil {
+		return "", "", nil, err
+	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/revocations" {
+			// The whole list once, then "nothing new", as the issuer's
+			// feed answers a follower that is up to date.
+			if r.URL.Query().Get("since") == strconv.Itoa(revocations) {
+				w.WriteHeader(http.StatusNotModified)
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.Write(feed)
+			return
+		}
 		w.Header().Set("Content-Type", "application/jwk-set+json")
 		w.Header().Set("Cache-Control", "max-age=300")
 		w.Write(body)
 	})}
 	go srv.Serve(l)
 	return "http://" + l.Addr().String() + "/jwks.json", kid, func() { srv.Close() }, nil
+}
+
+// revocationFeed is a full revocation feed answer listing n revoked
+// tokens, none of them in the benchmark's pool.
+func revocationFeed(n int) ([]byte, error) {
+	type tok struct {
+		JTI string `json:"jti"`
+		Exp int64  `json:"exp"`
+	}
+	toks := make([]tok, n)
+	exp := time.Now().Add(2 * time.Hour).Unix()
+	for i := range toks {
+		toks[i] = tok{uuid.NewString(), exp}
+	}
+	return json.Marshal(map[string]any{"iss": issuerName, "version": n, "full": true, "tokens": toks, "subjects": []any{}})
 }
 
 // writeRequests writes n CheckRequests, each with its own valid token,

@@ -67,6 +67,16 @@ type Config struct {
 	MaxConcurrentHashes int
 	// WithdrawableJWKS puts a JWKSProxy between authz and the issuer.
 	WithdrawableJWKS bool
+	// RevocationsInterval is how often authz fetches the revocation feed
+	// (default 2s, the command's default).
+	RevocationsInterval time.Duration
+	// RevocationsURL is the feed authz follows; empty means the stack's
+	// own issuer.
+	RevocationsURL string
+	// KeyDir, when set, is an existing key directory the issuer uses (so
+	// two stacks can sign with the same keys); empty means a fresh one
+	// in Dir with a generated key.
+	KeyDir string
 	// FailureModeAllow sets the gateway to let requests through when
 	// authz cannot answer: a deliberately broken stack.
 	FailureModeAllow bool
@@ -86,6 +96,7 @@ func (c *Config) defaults() {
 	set(&c.MaxRefresh, time.Second)
 	set(&c.FetchTimeout, time.Second)
 	set(&c.Leeway, time.Second)
+	set(&c.RevocationsInterval, 2*time.Second)
 	if c.CacheSize == 0 {
 		c.CacheSize = 10000
 	}
@@ -157,7 +168,9 @@ func newStack(t testing.TB, cfg Config) (*Stack, error) {
 	if cfg.KeyActivationDelay <= s.RefreshBound() {
 		return nil, fmt.Errorf("stack: key activation delay %v must exceed the JWKS refresh bound %v, or valid tokens of a new key are denied", cfg.KeyActivationDelay, s.RefreshBound())
 	}
-	if _, _, err := issuer.GenerateKeyFile(s.KeyDir, cfg.Alg); err != nil {
+	if cfg.KeyDir != "" {
+		s.KeyDir = cfg.KeyDir
+	} else if _, _, err := issuer.GenerateKeyFile(s.KeyDir, cfg.Alg); err != nil {
 		return nil, err
 	}
 	addrs := make([]string, 6)
@@ -190,6 +203,10 @@ func newStack(t testing.TB, cfg Config) (*Stack, error) {
 		srv := httptest.NewServer(s.JWKS)
 		t.Cleanup(srv.Close) // after the processes stop (cleanups run last first)
 		jwksURL = srv.URL + "/.well-known/jwks.json"
+	}
+	revocationsURL := cfg.RevocationsURL
+	if revocationsURL == "" {
+		revocationsURL = "http://" + s.IssuerAddr + "/revocations"
 	}
 	d := func(v time.Duration) string { return v.String() }
 	logArgs := []string{"-log-level", "warn", "-log-format", "json"}
@@ -228,6 +245,8 @@ func newStack(t testing.TB, cfg Config) (*Stack, error) {
 		"-jwks-max-refresh", d(cfg.MaxRefresh),
 		"-jwks-refetch-interval", d(cfg.MinRefresh),
 		"-jwks-fetch-timeout", d(cfg.FetchTimeout),
+		"-revocations-url", revocationsURL,
+		"-revocations-interval", d(cfg.RevocationsInterval),
 		"-shutdown-timeout", "5s",
 	}, logArgs...), nil, filepath.Join(cfg.Dir, "authz.log"), httpReady("http://"+s.AuthzHTTPAddr+"/readyz"))
 

@@ -297,6 +297,10 @@ func TestRouteTable(t *testing.T) {
 		{"PUT", "/books/1", "books", true, map[string]string{"route": "books"}, 200},
 		{"PATCH", "/books/1", "books", true, map[string]string{"route": "books"}, 200},
 		{"DELETE", "/books/1", "books", true, map[string]string{"route": "books"}, 200},
+		{"POST", "/token", "issuer", false, nil, 200},
+		{"POST", "/revoke", "issuer", false, nil, 200},
+		{"POST", "/logout", "issuer", false, nil, 200},
+		{"POST", "/users/3f1c9c1e-8a55-4c0e-9d4f-1d2a57e3b1aa/revoke", "issuer", true, map[string]string{"require": "admin", "route": "users-revoke"}, 200},
 		// Not in the table: answered by the gateway, never checked, never forwarded.
 		{"GET", "/", "", false, nil, 404},
 		{"GET", "/healthz", "", false, nil, 404},
@@ -307,6 +311,11 @@ func TestRouteTable(t *testing.T) {
 		{"DELETE", "/users", "", false, nil, 404},
 		{"POST", "/users", "", false, nil, 404},
 		{"GET", "/users/1", "", false, nil, 404},
+		{"GET", "/token", "", false, nil, 404},
+		{"GET", "/revocations", "", false, nil, 404}, // authz's feed is internal
+		{"GET", "/users/3f1c9c1e-8a55-4c0e-9d4f-1d2a57e3b1aa/revoke", "", false, nil, 404},
+		{"POST", "/users/alain/revoke", "", false, nil, 404},
+		{"POST", "/users/3f1c9c1e-8a55-4c0e-9d4f-1d2a57e3b1aa/revoke/x", "", false, nil, 404},
 		{"GET", "/book", "", false, nil, 404},
 		{"DELETE", "/books", "", false, nil, 404},
 		{"POST", "/books/1", "", false, nil, 404},

@@ -136,6 +136,7 @@ func TestShippedTimeoutsAndBreakers(t *testing.T) {
 	want := map[string]time.Duration{
 		"register": 5 * time.Second, "login": 5 * time.Second, "jwks": 5 * time.Second,
 		"openid-configuration": 5 * time.Second, "users": 5 * time.Second,
+		"token": 5 * time.Second, "revoke": 5 * time.Second, "logout": 5 * time.Second, "users-revoke": 5 * time.Second,
 		"book": 15 * time.Second, "books": 15 * time.Second, "book-by-id": 15 * time.Second,
 	}
 	if d := cmp.Diff(want, got); d != "" {

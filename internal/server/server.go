@@ -43,7 +43,32 @@ type Check func(ctx context.Context) error
 type Health struct {
 	mu       sync.Mutex
 	checks   map[string]Check
+	details  map[string]func() any
 	stopping bool
+}
+
+// SetDetail adds detail, under name, to every /readyz answer: state a
+// probe does not decide on but an operator wants to see.
+func (h *Health) SetDetail(name string, detail func() any) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.details == nil {
+		h.details = map[string]func() any{}
+	}
+	h.details[name] = detail
+}
+
+func (h *Health) detail() map[string]any {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.details) == 0 {
+		return nil
+	}
+	out := make(map[string]any, len(h.details))
+	for k, f := range h.details {
+		out[k] = f()
+	}
+	return out
 }
 
 // NewHealth returns a Health with the named readiness checks.
@@ -93,10 +118,18 @@ func (h *Health) Register(mux *http.ServeMux, reg *prometheus.Registry) {
 		defer cancel()
 		if err := h.Ready(ctx); err != nil {
 			httpapi.Logger(r.Context()).Warn("not ready", "err", err)
-			httpapi.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": err.Error()})
+			body := map[string]any{"status": "not ready", "reason": err.Error()}
+			if d := h.detail(); d != nil {
+				body["detail"] = d
+			}
+			httpapi.WriteJSON(w, http.StatusServiceUnavailable, body)
 			return
 		}
-		httpapi.WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+		body := map[string]any{"status": "ready"}
+		if d := h.detail(); d != nil {
+			body["detail"] = d
+		}
+		httpapi.WriteJSON(w, http.StatusOK, body)
 	})
 	if reg != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))

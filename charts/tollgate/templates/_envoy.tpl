@@ -149,6 +149,49 @@ static_resources:
                     "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
                     check_settings:
                       context_extensions: {route: books}
+              # --- sessions (public): /token (password and refresh grants),
+              # /revoke (RFC 7009) and /logout, which verifies its own token.
+              - name: token
+                match:
+                  path: /token
+                  headers: [{name: ":method", string_match: {exact: POST}}]
+                route: {cluster: issuer, timeout: 5s}
+                request_headers_to_remove: [x-user-id, x-user-name, x-user-roles]
+                typed_per_filter_config:
+                  envoy.filters.http.ext_authz:
+                    "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
+                    disabled: true
+              - name: revoke
+                match:
+                  path: /revoke
+                  headers: [{name: ":method", string_match: {exact: POST}}]
+                route: {cluster: issuer, timeout: 5s}
+                request_headers_to_remove: [x-user-id, x-user-name, x-user-roles]
+                typed_per_filter_config:
+                  envoy.filters.http.ext_authz:
+                    "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
+                    disabled: true
+              - name: logout
+                match:
+                  path: /logout
+                  headers: [{name: ":method", string_match: {exact: POST}}]
+                route: {cluster: issuer, timeout: 5s}
+                request_headers_to_remove: [x-user-id, x-user-name, x-user-roles]
+                typed_per_filter_config:
+                  envoy.filters.http.ext_authz:
+                    "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
+                    disabled: true
+              # An admin ends all of a user's sessions: checked like /users.
+              - name: users-revoke
+                match:
+                  safe_regex: {regex: "/users/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/revoke"}
+                  headers: [{name: ":method", string_match: {exact: POST}}]
+                route: {cluster: issuer, timeout: 5s}
+                typed_per_filter_config:
+                  envoy.filters.http.ext_authz:
+                    "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
+                    check_settings:
+                      context_extensions: {require: admin, route: users-revoke}
               # --- everything else: answered here, never forwarded, and not
               # sent to authz (an unknown path is a 404 with or without a token).
               - name: not-found

@@ -127,6 +127,14 @@ seccompProfile:
       value: {{ .Values.authz.leeway | quote }}
     - name: TOLLGATE_AUTHZ_CACHE_SIZE
       value: {{ .Values.authz.cacheSize | quote }}
+    - name: TOLLGATE_AUTHZ_REVOCATIONS_URL
+      value: "http://{{ include "tollgate.issuerHost" . }}:{{ include "tollgate.issuerPort" . }}/revocations"
+    - name: TOLLGATE_AUTHZ_REVOCATIONS_INTERVAL
+      value: {{ .Values.authz.revocations.interval | quote }}
+    - name: TOLLGATE_AUTHZ_REVOCATIONS_MAX_AGE
+      value: {{ .Values.authz.revocations.maxAge | quote }}
+    - name: TOLLGATE_AUTHZ_REVOCATIONS_STALE
+      value: {{ .Values.authz.revocations.stale | quote }}
   ports:
     - name: authz-grpc
       containerPort: {{ include "tollgate.authzGRPCPort" . }}
