@@ -30,8 +30,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -277,6 +279,10 @@ func (cp *ControlPlane) start(ctx context.Context, b Binaries) error {
 		"--kubeconfig", cmKubeconfig,
 		"--leader-elect=false",
 		"--secure-port", "0",
+		// Each controller acts as its own service account, which the
+		// bootstrap RBAC policy grants what it needs (the manager's own
+		// identity may not create ReplicaSets or Pods).
+		"--use-service-account-credentials=true",
 		// What the chart's lifecycle needs: Deployments make ReplicaSets,
 		// ReplicaSets make Pods (admission runs on them), uninstall's
 		// deletions cascade. No HPA controller: with no metrics it would
@@ -296,9 +302,11 @@ func (cp *ControlPlane) run(ctx context.Context, name, bin string, args ...strin
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = f, f
-	// Its own process group, so Stop can end it and anything it started.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	// Its own process group, so Stop can end it and anything it started;
+	// killed by the kernel if the test binary dies without Stop (a
+	// go test -timeout panic, a kill).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := startOnSpawner(cmd); err != nil {
 		f.Close()
 		return fmt.Errorf("start %s: %w", name, err)
 	}
@@ -310,6 +318,33 @@ func (cp *ControlPlane) run(ctx context.Context, name, bin string, args ...strin
 	}()
 	cp.procs = append(cp.procs, p)
 	return nil
+}
+
+// Pdeathsig fires when the thread that started the child exits, and Go
+// retires threads at will; so every child is started from one goroutine
+// locked to its thread for the life of the process.
+var (
+	spawnOnce sync.Once
+	spawnCh   = make(chan spawnRequest)
+)
+
+type spawnRequest struct {
+	cmd  *exec.Cmd
+	done chan error
+}
+
+func startOnSpawner(cmd *exec.Cmd) error {
+	spawnOnce.Do(func() {
+		go func() {
+			runtime.LockOSThread() // never unlocked: the thread lives as long as the process
+			for req := range spawnCh {
+				req.done <- req.cmd.Start()
+			}
+		}()
+	})
+	done := make(chan error)
+	spawnCh <- spawnRequest{cmd: cmd, done: done}
+	return <-done
 }
 
 // waitHTTP polls url until it answers 200, the process named exits, or

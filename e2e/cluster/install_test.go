@@ -18,6 +18,9 @@ type installCase struct {
 	set     []string
 	secrets map[string]map[string][]byte // Secrets the user creates first
 	crd     bool                         // needs the ServiceMonitor CRD
+	// exclusive cases hold a fixed node port, which one Service at a time
+	// can have in a cluster: they run one after another, not in parallel.
+	exclusive bool
 }
 
 func installCases(t *testing.T) []installCase {
@@ -58,6 +61,8 @@ func installCases(t *testing.T) []installCase {
 			}
 		case "monitoring.yaml":
 			c.crd = true
+		case "sidecar-nodeport.yaml", "values-kind.yaml":
+			c.exclusive = true
 		}
 		cases = append(cases, c)
 	}
@@ -87,7 +92,9 @@ func installCases(t *testing.T) []installCase {
 func testInstalls(t *testing.T) {
 	for i, c := range installCases(t) {
 		t.Run(c.name, func(t *testing.T) {
-			t.Parallel()
+			if !c.exclusive {
+				t.Parallel()
+			}
 			ns := fmt.Sprintf("install-%d", i)
 			createNamespace(t, ns)
 			for name, data := range c.secrets {
@@ -111,6 +118,7 @@ func testInstalls(t *testing.T) {
 			}
 			checkDryRun(t, ns, releaseObjects(t, ns, "tg", true))
 			checkPods(t, ns, "tg")
+			mustHelm(t, "uninstall", "tg", "-n", ns)
 		})
 	}
 }

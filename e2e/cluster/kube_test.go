@@ -8,10 +8,13 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -63,14 +66,30 @@ var env struct {
 }
 
 func TestMain(m *testing.M) {
+	// An interrupt still stops the control plane and removes its files.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-sig
+		teardown()
+		os.Exit(1)
+	}()
 	code := m.Run()
-	if env.cp != nil {
-		env.cp.Stop()
-	}
-	if env.dir != "" {
-		os.RemoveAll(env.dir)
-	}
+	teardown()
 	os.Exit(code)
+}
+
+var teardownOnce sync.Once
+
+func teardown() {
+	teardownOnce.Do(func() {
+		if env.cp != nil {
+			env.cp.Stop()
+		}
+		if env.dir != "" {
+			os.RemoveAll(env.dir)
+		}
+	})
 }
 
 // setup builds (when not cached) and starts the control plane, or skips
@@ -431,11 +450,16 @@ func newestReplicaSet(rss []appsv1.ReplicaSet, d appsv1.Deployment) *appsv1.Repl
 		if !slices.ContainsFunc(rs.OwnerReferences, func(o metav1.OwnerReference) bool { return o.UID == d.UID }) {
 			continue
 		}
-		if best == nil || rs.Annotations["deployment.kubernetes.io/revision"] > best.Annotations["deployment.kubernetes.io/revision"] {
+		if best == nil || rsRevision(rs) > rsRevision(best) {
 			best = rs
 		}
 	}
 	return best
+}
+
+func rsRevision(rs *appsv1.ReplicaSet) int {
+	n, _ := strconv.Atoi(rs.Annotations["deployment.kubernetes.io/revision"])
+	return n
 }
 
 // checkExist asserts that every object of the release exists.

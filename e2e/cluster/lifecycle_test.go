@@ -37,14 +37,18 @@ type lifecycle struct {
 	release  string
 	fullname string
 	alg      string   // issuer.signingAlg in force
+	data     string   // the issuer's data directory, as its volume would keep it
 	want     material // the keys and password the user expects
 	tokens   []string // every token signed so far, by step
 	steps    []string
-	seen     map[string]int // material (base64, as in YAML) -> revision whose hooks may hold it
+	// hooks holds, by revision, the material (base64, as in YAML) its
+	// stored hooks may hold: what that revision's hooks created, or, for
+	// a rollback, what the hooks it copied from the target revision did.
+	hooks map[int]map[string]bool
 }
 
 func testLifecycle(t *testing.T) {
-	l := &lifecycle{t: t, ns: "lifecycle", release: "tg", fullname: "tg-tollgate", alg: issuer.ES256, seen: map[string]int{}}
+	l := &lifecycle{t: t, ns: "lifecycle", release: "tg", fullname: "tg-tollgate", alg: issuer.ES256, data: t.TempDir(), hooks: map[int]map[string]bool{}}
 	createNamespace(t, l.ns)
 	chartArgs := func(verb string, extra ...string) []string {
 		return append([]string{verb, l.release, chart, "-n", l.ns}, extra...)
@@ -57,7 +61,7 @@ func testLifecycle(t *testing.T) {
 	if len(l.want.keys) != 1 || len(l.want.password) != 24 {
 		t.Fatalf("after install: %d keys and a %d-character password, want 1 generated key and 24 characters", len(l.want.keys), len(l.want.password))
 	}
-	l.remember(1)
+	l.remember(1, l.want)
 	l.check("install")
 	checkPods(t, l.ns, l.release)
 
@@ -92,6 +96,8 @@ func testLifecycle(t *testing.T) {
 	last := l.revision()
 	for r := 1; r < last; r++ {
 		mustHelm(t, "rollback", l.release, strconv.Itoa(r), "-n", l.ns)
+		// A rollback's record copies the target's hooks (never re-run).
+		l.hooks[l.revision()] = l.hooks[r]
 		l.check("rollback to revision " + strconv.Itoa(r))
 	}
 	mustHelm(t, chartArgs("upgrade", "--reuse-values", "--set", "log.level=info")...)
@@ -113,7 +119,7 @@ func testLifecycle(t *testing.T) {
 		t.Errorf("after signingAlg=RS256: Secret %s-signing-keys-rs256 has %d keys, want 1 new RS256 key", l.fullname, len(added))
 	}
 	maps.Copy(l.want.keys, added)
-	l.remember(l.revision())
+	l.remember(l.revision(), material{keys: added})
 	l.check("upgrade to signingAlg RS256")
 	mustHelm(t, chartArgs("upgrade", "--reuse-values")...)
 	l.check("upgrade again with RS256")
@@ -193,6 +199,9 @@ func testLifecycle(t *testing.T) {
 		t.Errorf("left behind after uninstall = %v, want %v (what uninstall listed, the generated Secrets NOTES named, and the user's tollgate-db)", left, wantLeft)
 	}
 	l.checkMaterial("uninstall")
+	// The new release's revisions start at 1 again; its hooks create
+	// nothing, since the Secrets exist.
+	l.hooks = map[int]map[string]bool{}
 
 	// 13. Reinstall with the same name picks the Secrets and volumes up.
 	mustHelm(t, chartArgs("install", "--set", "issuer.signingAlg=RS256")...)
@@ -230,7 +239,7 @@ func (l *lifecycle) checkMaterial(step string) {
 	if got.password != l.want.password {
 		t.Errorf("after %s: the admin password changed", step)
 	}
-	token, err := login(t, got, l.alg)
+	token, err := login(t, l.data, got, l.alg)
 	if err != nil {
 		t.Errorf("after %s: %v", step, err)
 	} else {
@@ -238,26 +247,22 @@ func (l *lifecycle) checkMaterial(step string) {
 		l.steps = append(l.steps, step)
 	}
 	for i, tok := range l.tokens {
-		if err := verify(t, got, l.alg, tok); err != nil {
+		if err := verify(t, l.data, got, l.alg, tok); err != nil {
 			t.Errorf("after %s: the token signed after %q: %v", step, l.steps[i], err)
 		}
 	}
 }
 
-// remember notes the material now in the Secrets that revision's hooks
-// created.
-func (l *lifecycle) remember(revision int) {
-	m := readMaterial(l.t, l.ns, l.fullname)
+// remember notes the material that revision's hooks created.
+func (l *lifecycle) remember(revision int, m material) {
+	created := map[string]bool{}
 	for _, v := range m.keys {
-		s := base64.StdEncoding.EncodeToString(v)
-		if _, ok := l.seen[s]; !ok {
-			l.seen[s] = revision
-		}
+		created[base64.StdEncoding.EncodeToString(v)] = true
 	}
-	s := base64.StdEncoding.EncodeToString([]byte(m.password))
-	if _, ok := l.seen[s]; !ok {
-		l.seen[s] = revision
+	if m.password != "" {
+		created[base64.StdEncoding.EncodeToString([]byte(m.password))] = true
 	}
+	l.hooks[revision] = created
 }
 
 // checkReleases asserts that no revision's manifest holds key material
@@ -265,33 +270,29 @@ func (l *lifecycle) remember(revision int) {
 func (l *lifecycle) checkReleases(step string) {
 	t := l.t
 	t.Helper()
-	// 0: created by no hook (a key or password the user set).
-	all := map[string]int{}
-	maps.Copy(all, l.seen)
-	current := [][]byte{[]byte(l.want.password)}
-	for _, v := range l.want.keys {
-		current = append(current, v)
+	all := map[string]bool{}
+	for _, set := range l.hooks {
+		maps.Copy(all, set)
 	}
-	for _, v := range current {
-		if s := base64.StdEncoding.EncodeToString(v); all[s] == 0 {
-			all[s] = 0
-		}
+	for _, v := range append(slices.Collect(maps.Values(l.want.keys)), []byte(l.want.password)) {
+		all[base64.StdEncoding.EncodeToString(v)] = true
 	}
-	for r := 1; r <= l.revision(); r++ {
+	for _, r := range l.revisions() {
 		manifest := mustHelm(t, "get", "manifest", l.release, "-n", l.ns, "--revision", strconv.Itoa(r)).stdout
 		hooks := mustHelm(t, "get", "hooks", l.release, "-n", l.ns, "--revision", strconv.Itoa(r)).stdout
-		for s, created := range all {
+		for s := range all {
 			if strings.Contains(manifest, s) {
-				t.Errorf("after %s: revision %d's stored manifest holds a signing key or the admin password (rollback to it would restore it)", step, r)
+				t.Errorf("after %s: revision %d's stored manifest holds a signing key or the admin password (a rollback to it would restore it)", step, r)
 			}
-			if strings.Contains(hooks, s) && created != r {
+			if strings.Contains(hooks, s) && !l.hooks[r][s] {
 				t.Errorf("after %s: revision %d's stored hooks hold a signing key or password that revision did not create", step, r)
 			}
 		}
 	}
 }
 
-func (l *lifecycle) revision() int {
+// revisions are the stored revisions (helm keeps the last ten).
+func (l *lifecycle) revisions() []int {
 	out := mustHelm(l.t, "history", l.release, "-n", l.ns, "-o", "json").stdout
 	var hist []struct {
 		Revision int `json:"revision"`
@@ -299,8 +300,15 @@ func (l *lifecycle) revision() int {
 	if err := json.Unmarshal([]byte(out), &hist); err != nil || len(hist) == 0 {
 		l.t.Fatalf("helm history: %v\n%s", err, out)
 	}
-	return hist[len(hist)-1].Revision
+	var rs []int
+	for _, h := range hist {
+		rs = append(rs, h.Revision)
+	}
+	slices.Sort(rs)
+	return rs
 }
+
+func (l *lifecycle) revision() int { return slices.Max(l.revisions()) }
 
 // patchSecret is `kubectl patch secret NAME --type merge -p '{"data":...}'`.
 func (l *lifecycle) patchSecret(name string, data map[string]string) {

@@ -47,8 +47,10 @@ func readMaterial(t *testing.T, ns, fullname string) material {
 
 // issuerOn starts a real issuer on m's keys and password, with alg as
 // its signing algorithm, the way the pod would start (issuer.New fails
-// when no key of alg is there).
-func issuerOn(t *testing.T, m material, alg string) (*httptest.Server, error) {
+// when no key of alg is there), on the database in dataDir: like the
+// pod's volume, it remembers a removed key until the tokens it signed
+// have expired.
+func issuerOn(t *testing.T, dataDir string, m material, alg string) (*httptest.Server, error) {
 	t.Helper()
 	keyDir := t.TempDir()
 	for name, pem := range m.keys {
@@ -59,7 +61,7 @@ func issuerOn(t *testing.T, m material, alg string) (*httptest.Server, error) {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	svc, err := issuer.New(ctx, issuer.Config{
-		DataDir:       t.TempDir(),
+		DataDir:       dataDir,
 		KeyDir:        keyDir,
 		SigningAlg:    alg,
 		AdminName:     "admin",
@@ -80,9 +82,9 @@ func issuerOn(t *testing.T, m material, alg string) (*httptest.Server, error) {
 
 // login signs a token for the admin with the issuer's own code, from
 // the Secrets as they are now.
-func login(t *testing.T, m material, alg string) (string, error) {
+func login(t *testing.T, dataDir string, m material, alg string) (string, error) {
 	t.Helper()
-	srv, err := issuerOn(t, m, alg)
+	srv, err := issuerOn(t, dataDir, m, alg)
 	if err != nil {
 		return "", fmt.Errorf("issuer.New on the Secrets' keys with %s: %w", alg, err)
 	}
@@ -107,9 +109,9 @@ func login(t *testing.T, m material, alg string) (string, error) {
 
 // verify checks token against the JWKS an issuer publishes from the
 // Secrets as they are now.
-func verify(t *testing.T, m material, alg, token string) error {
+func verify(t *testing.T, dataDir string, m material, alg, token string) error {
 	t.Helper()
-	srv, err := issuerOn(t, m, alg)
+	srv, err := issuerOn(t, dataDir, m, alg)
 	if err != nil {
 		return fmt.Errorf("issuer.New on the Secrets' keys with %s: %w", alg, err)
 	}
