@@ -1,8 +1,13 @@
 package cluster
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"maps"
 	"regexp"
 	"slices"
@@ -25,6 +30,7 @@ import (
 func TestChart(t *testing.T) {
 	setup(t)
 	t.Run("lifecycle", testLifecycle)
+	t.Run("older Secrets", testOlderSecrets)
 	t.Run("install", testInstalls)
 }
 
@@ -439,4 +445,59 @@ func keptList(out string) []string {
 	}
 	slices.Sort(kept)
 	return kept
+}
+
+// testOlderSecrets installs over Secrets made by an older chart, which
+// templated them without the tollgate.dev/signing-alg annotation: the
+// generated key's PEM type tells its algorithm, so the same algorithm
+// adds no key and another one does. A passwordKey the generated admin
+// Secret lacks fails the upgrade with a message, not a pod that cannot
+// mount its password.
+func testOlderSecrets(t *testing.T) {
+	ns, fullname := "older-secrets", "tg-tollgate"
+	createNamespace(t, ns)
+	ec, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalECPrivateKey(ec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What genPrivateKey "ecdsa" writes: a SEC 1 "EC PRIVATE KEY" block.
+	want := material{
+		keys:     map[string][]byte{"signing-key-0.pem": pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der})},
+		password: "an older chart's generated password",
+	}
+	createSecret(t, ns, fullname+"-signing-keys", want.keys)
+	createSecret(t, ns, fullname+"-admin", map[string][]byte{"password": []byte(want.password)})
+	data := t.TempDir()
+	token, err := login(t, data, want, issuer.ES256)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	mustHelm(t, "install", "tg", chart, "-n", ns)
+	if got := readMaterial(t, ns, fullname); len(got.keys) != 1 || got.password != want.password {
+		t.Errorf("install over an older chart's ES256 Secrets: %d keys, password kept %v; want the 1 key and the password unchanged", len(got.keys), got.password == want.password)
+	}
+
+	mustHelm(t, "upgrade", "tg", chart, "-n", ns, "--set", "issuer.signingAlg=EdDSA")
+	got := readMaterial(t, ns, fullname)
+	added := secretData(t, ns, fullname+"-signing-keys-eddsa")
+	if len(added) != 1 || len(got.keys) != 2 {
+		t.Errorf("upgrade to EdDSA: %s-signing-keys-eddsa has %d keys (want 1), %d keys in all (want 2)", fullname, len(added), len(got.keys))
+	}
+	if err := verify(t, data, got, issuer.EdDSA, token); err != nil {
+		t.Errorf("upgrade to EdDSA: the ES256 token signed before: %v", err)
+	}
+	if _, err := login(t, data, got, issuer.EdDSA); err != nil {
+		t.Errorf("upgrade to EdDSA: %v", err)
+	}
+
+	res, err := helmRun(t.Context(), "upgrade", "tg", chart, "-n", ns, "--reuse-values", "--set", "issuer.admin.passwordKey=admin-password")
+	if err == nil || !strings.Contains(res.stderr, "has no such key") {
+		t.Errorf("upgrade with a passwordKey the generated Secret lacks = %v, want a failure saying the Secret has no such key\n%s", err, res.stderr)
+	}
+	mustHelm(t, "uninstall", "tg", "-n", ns)
 }
