@@ -306,7 +306,11 @@ func decodeManifests(data []byte) ([]*unstructured.Unstructured, error) {
 	}
 }
 
-// poll calls cond every 250ms until it is true, fails, or timeout passes.
+// errFinal wraps an error that waiting longer cannot cure.
+type errFinal struct{ error }
+
+// poll calls cond every 250ms until it is true, returns an errFinal, or
+// timeout passes.
 func poll(ctx context.Context, timeout time.Duration, cond func() (bool, error)) error {
 	deadline := time.Now().Add(timeout)
 	var last error
@@ -314,6 +318,9 @@ func poll(ctx context.Context, timeout time.Duration, cond func() (bool, error))
 		ok, err := cond()
 		if ok {
 			return nil
+		}
+		if f, final := err.(errFinal); final {
+			return f.error
 		}
 		if err != nil {
 			last = err
@@ -424,7 +431,14 @@ func checkPods(t *testing.T, ns, release string) {
 			}
 			for _, c := range rs.Status.Conditions {
 				if c.Type == appsv1.ReplicaSetReplicaFailure && c.Status == corev1.ConditionTrue {
-					return false, fmt.Errorf("ReplicaSet %s cannot create Pods: %s", rs.Name, c.Message)
+					err := fmt.Errorf("ReplicaSet %s cannot create Pods: %s", rs.Name, c.Message)
+					// A refusal by Pod Security stands; another (a
+					// ServiceAccount the admission cache has not seen
+					// yet) may pass on the controller's retry.
+					if strings.Contains(c.Message, "violates PodSecurity") {
+						return false, errFinal{err}
+					}
+					return false, err
 				}
 			}
 			want := int32(1)
