@@ -109,6 +109,7 @@ type valueSet struct {
 	files  []string // relative to the repository root
 	set    []string
 	secret []string // Secrets the user provides (named in the values)
+	api    []string // API versions the cluster serves beyond the built-in ones (--api-versions)
 }
 
 func valueSets() []valueSet {
@@ -120,7 +121,8 @@ func valueSets() []valueSet {
 		{name: "service-mode", files: []string{tv("service-mode.yaml")}},
 		{name: "postgres-3-replicas", files: []string{tv("postgres.yaml")}, secret: []string{"tollgate-db"}},
 		{name: "no-networkpolicy", files: []string{tv("no-networkpolicy.yaml")}},
-		{name: "monitoring", files: []string{tv("monitoring.yaml")}},
+		{name: "monitoring", files: []string{tv("monitoring.yaml")}, api: []string{"monitoring.coreos.com/v1/ServiceMonitor"}},
+		{name: "monitoring-without-crd", files: []string{tv("monitoring.yaml")}},
 		{name: "existing-secrets", files: []string{tv("existing-secrets.yaml")}, secret: []string{"tollgate-keys", "tollgate-admin"}},
 		{name: "rs256", files: []string{tv("rs256.yaml")}},
 		{name: "eddsa", files: []string{tv("eddsa.yaml")}},
@@ -139,7 +141,7 @@ func (vs valueSet) paths() []string {
 
 func render(t *testing.T, vs valueSet) []byte {
 	t.Helper()
-	out, err := helm(t).Template(t.Context(), chart, release, namespace, vs.paths(), vs.set...)
+	out, err := helm(t).TemplateAPI(t.Context(), chart, release, namespace, vs.paths(), vs.api, vs.set...)
 	if err != nil {
 		t.Fatalf("helm template (%s): %v", vs.name, err)
 	}
@@ -304,6 +306,15 @@ func TestValueSetsShape(t *testing.T) {
 		if len(sec.Data) != 1 {
 			t.Errorf("signing key Secret has %d entries, want 1 generated key", len(sec.Data))
 		}
+		// Generated material is a hook created once, never part of the
+		// release manifest that upgrades and rollbacks apply, and never
+		// replaced by a hook re-run (before-hook-creation would).
+		for _, name := range []string{"tg-tollgate-signing-keys", "tg-tollgate-admin"} {
+			a := find[*corev1.Secret](t, objs, name).Annotations
+			if a["helm.sh/hook"] != "pre-install,pre-upgrade" || a["helm.sh/hook-delete-policy"] != "hook-failed" || a["helm.sh/resource-policy"] != "keep" {
+				t.Errorf("Secret %s annotations = %v, want a pre-install,pre-upgrade hook, delete policy hook-failed, resource-policy keep", name, a)
+			}
+		}
 		// Behind Envoy every login arrives from a gateway pod: unless the
 		// issuer believes the gateway's X-Forwarded-For, one client's
 		// failures throttle every client.
@@ -411,6 +422,32 @@ func TestValueSetsShape(t *testing.T) {
 		want := []string{"tg-tollgate-books", "tg-tollgate-gateway-metrics", "tg-tollgate-issuer"}
 		if !slices.Equal(scraped, want) {
 			t.Errorf("Services the ServiceMonitor selects = %v, want %v", scraped, want)
+		}
+	})
+
+	// Without the Prometheus Operator's CRD a ServiceMonitor cannot be
+	// created, and one in the manifest fails the whole install or upgrade.
+	t.Run("monitoring without the ServiceMonitor CRD: no ServiceMonitor, the rest rendered", func(t *testing.T) {
+		objs := objsOf(t, "monitoring-without-crd")
+		if n := kinds(objs)["ServiceMonitor"]; n != 0 {
+			t.Errorf("%d ServiceMonitors rendered for a cluster without the CRD, want 0", n)
+		}
+		find[*corev1.ConfigMap](t, objs, "tg-tollgate-dashboard")
+	})
+
+	// Helm's three-way merge removes a replicas field the new manifest
+	// lacks, and the Deployment drops to 1 replica until the HPA acts.
+	t.Run("autoscaling: replicas stay rendered, within the HPA's bounds", func(t *testing.T) {
+		objs := objsOf(t, "postgres-3-replicas")
+		for _, name := range []string{"tg-tollgate-gateway", "tg-tollgate-books"} {
+			d := find[*appsv1.Deployment](t, objs, name)
+			if d.Spec.Replicas == nil {
+				t.Errorf("%s: no replicas with autoscaling on, want a count (Helm's merge would drop it to 1)", name)
+				continue
+			}
+			if *d.Spec.Replicas < 2 {
+				t.Errorf("%s: replicas %d with autoscaling on, want at least minReplicas 2", name, *d.Spec.Replicas)
+			}
 		}
 	})
 

@@ -66,6 +66,23 @@ func (h Helm) Template(ctx context.Context, chart, release, namespace string, va
 	return h.Run(ctx, args...)
 }
 
+// TemplateAPI is Template for a cluster that also serves the API
+// versions given (group/version/kind), as .Capabilities.APIVersions sees
+// them.
+func (h Helm) TemplateAPI(ctx context.Context, chart, release, namespace string, values, apiVersions []string, set ...string) ([]byte, error) {
+	args := []string{"template", release, chart, "--namespace", namespace}
+	for _, a := range apiVersions {
+		args = append(args, "--api-versions", a)
+	}
+	for _, v := range values {
+		args = append(args, "--values", v)
+	}
+	for _, s := range set {
+		args = append(args, "--set", s)
+	}
+	return h.Run(ctx, args...)
+}
+
 // Lint runs helm lint --strict on chart with the values files given.
 func (h Helm) Lint(ctx context.Context, chart string, values []string, set ...string) error {
 	args := []string{"lint", "--strict", chart}

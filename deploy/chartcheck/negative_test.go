@@ -223,6 +223,14 @@ func TestWiringChecksCatch(t *testing.T) {
 				}
 			}
 		}, func(objs []Object) error { return CheckReferences(objs) }},
+		{"projected signing-key Secret not rendered", func(t *testing.T, objs []Object) {
+			d := find[*appsv1.Deployment](t, objs, "tg-tollgate-issuer")
+			for i := range d.Spec.Template.Spec.Volumes {
+				if p := d.Spec.Template.Spec.Volumes[i].Projected; p != nil {
+					p.Sources[0].Secret.Name = "tg-tollgate-signing-key"
+				}
+			}
+		}, func(objs []Object) error { return CheckReferences(objs) }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -426,6 +426,18 @@ func CheckReferences(objs []Object, external ...string) error {
 			if v.Secret != nil {
 				need(p, "Secret/"+v.Secret.SecretName)
 			}
+			if v.Projected != nil {
+				// An optional source may be missing: the chart adds those
+				// Secrets only when it needs them (a signingAlg change).
+				for _, src := range v.Projected.Sources {
+					if src.Secret != nil && (src.Secret.Optional == nil || !*src.Secret.Optional) {
+						need(p, "Secret/"+src.Secret.Name)
+					}
+					if src.ConfigMap != nil && (src.ConfigMap.Optional == nil || !*src.ConfigMap.Optional) {
+						need(p, "ConfigMap/"+src.ConfigMap.Name)
+					}
+				}
+			}
 		}
 		for _, c := range allContainers(p.Spec) {
 			for _, e := range c.Env {

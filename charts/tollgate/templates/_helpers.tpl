@@ -179,3 +179,25 @@ seccompProfile:
     - port: {{ .Values.networkPolicy.postgresPort }}
       protocol: TCP
 {{- end }}
+
+{{/*
+tollgate.replicas: spec.replicas of books or the gateway; call with
+(dict "ctx" $ "component" "gateway"). Always rendered: a manifest without
+replicas makes Helm's three-way merge remove the field, and the Deployment
+drops to 1 replica until the HPA scales it back. With autoscaling on it is
+the count the Deployment has now (the HPA's), within minReplicas and
+maxReplicas; on a first install, replicas within those bounds.
+*/}}
+{{- define "tollgate.replicas" -}}
+{{- $v := index .ctx.Values .component }}
+{{- if not $v.autoscaling.enabled }}
+{{- $v.replicas }}
+{{- else }}
+{{- $n := int $v.replicas }}
+{{- $live := lookup "apps/v1" "Deployment" .ctx.Release.Namespace (printf "%s-%s" (include "tollgate.fullname" .ctx) .component) }}
+{{- if and $live $live.spec (hasKey $live.spec "replicas") }}
+{{- $n = int $live.spec.replicas }}
+{{- end }}
+{{- max (int $v.autoscaling.minReplicas) (min (int $v.autoscaling.maxReplicas) $n) }}
+{{- end }}
+{{- end }}
