@@ -26,6 +26,9 @@ type metrics struct {
 	lastSuccess prometheus.Gauge
 	cacheHits   prometheus.Counter
 	cacheMisses prometheus.Counter
+	// configReloads counts configuration file reloads by result (ok,
+	// error); an error keeps the last good configuration.
+	configReloads *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, cacheLen func() int) *metrics {
@@ -72,6 +75,13 @@ func newMetrics(reg prometheus.Registerer, cacheLen func() int) *metrics {
 			Help: "Checks whose token was not in the verified-token cache.",
 		}),
 	}
+	m.configReloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tollgate_authz_config_reloads_total",
+		Help: "Configuration file reloads, by result (ok, error). An error means the changed file was refused and the last good configuration stays.",
+	}, []string{"result"})
+	for _, r := range []string{"ok", "error"} {
+		m.configReloads.WithLabelValues(r)
+	}
 	for r := range numReasons {
 		m.checks[r] = checks.WithLabelValues(r.outcome().String(), r.String())
 	}
@@ -89,7 +99,7 @@ func newMetrics(reg prometheus.Registerer, cacheLen func() int) *metrics {
 	for _, r := range []string{refusedPrivate, refusedWeak, refusedUnusable} {
 		m.keysRefused.WithLabelValues(r)
 	}
-	reg.MustRegister(checks, latency, m.fetches, m.refetches, m.keys, m.refused, m.keysRefused, m.lastSuccess, m.cacheHits, m.cacheMisses,
+	reg.MustRegister(checks, latency, m.fetches, m.refetches, m.keys, m.refused, m.keysRefused, m.lastSuccess, m.cacheHits, m.cacheMisses, m.configReloads,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "tollgate_authz_token_cache_entries",
 			Help: "Entries in the verified-token cache.",
