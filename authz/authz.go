@@ -57,8 +57,8 @@ type Server struct {
 	// a reload of the configuration file.
 	state    atomic.Pointer[trustState]
 	runCtx   context.Context
-	reloadMu sync.Mutex                           // serialises commits
-	sources  map[*keySource]context.CancelFunc    // running key sources
+	reloadMu sync.Mutex                        // serialises commits
+	sources  map[*keySource]context.CancelFunc // running key sources
 
 	httpOnce    sync.Once
 	httpHandler http.Handler
@@ -97,8 +97,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 		reg = prometheus.NewRegistry()
 	}
 	s := &Server{
-		cfg:    cfg,
-		log:    log,
+		cfg:      cfg,
+		log:      log,
 		cache:    newTokenCache(cfg.CacheSize),
 		programs: newCELPrograms(),
 		health:   health.NewServer(),

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"reflect"
 	"strconv"
@@ -272,5 +273,24 @@ func (s *Server) reload(path string, data []byte) error {
 		return f.locate(err)
 	}
 	s.commit(st)
+	return nil
+}
+
+// CheckConfigFile reports what New would refuse in the configuration
+// file at path (holding data), with cfg's other settings, without
+// starting anything: the same errors, "FILE:LINE: ..." included.
+func CheckConfigFile(cfg Config, path string, data []byte) error {
+	cfg, err := cfg.validate()
+	if err != nil {
+		return err
+	}
+	f, err := parseConfigFile(path, data)
+	if err != nil {
+		return err
+	}
+	s := &Server{cfg: cfg, log: slog.New(slog.DiscardHandler), programs: newCELPrograms()}
+	if _, err := s.buildState(f.cfg, nil); err != nil {
+		return f.locate(err)
+	}
 	return nil
 }

@@ -114,7 +114,7 @@ func (s *Server) newRoute(rc RouteConfig, st *trustState) (route, error) {
 	for _, h := range rc.Match.Hosts {
 		lh := strings.ToLower(h)
 		name := strings.TrimPrefix(lh, "*.")
-		if name == "" || strings.ContainsAny(name, ":*/ ") || !printableASCII(name, false) {
+		if (name == "" || strings.ContainsAny(name, ":*/ ") || !printableASCII(name, false)) && net.ParseIP(name) == nil {
 			errs = append(errs, fmt.Errorf("match.hosts: %q is not a host name (without port) or *.name", h))
 		}
 		r.hosts = append(r.hosts, lh)

@@ -145,13 +145,13 @@ func (s *Server) buildState(fc fileConfig, prev *trustState) (*trustState, error
 	}
 	for i, ic := range issuers {
 		ti := &trustedIssuer{
-			name:     ic.Name,
-			iss:      ic.Issuer,
-			required: ic.Required == nil || *ic.Required,
-			mapping:  maps[i],
-			managed:  managed,
+			name:         ic.Name,
+			iss:          ic.Issuer,
+			required:     ic.Required == nil || *ic.Required,
+			mapping:      maps[i],
+			managed:      managed,
 			tokenHeaders: s.cfg.TokenHeaders,
-			keyID:    ic.Issuer + "\x00" + ic.JWKSURL + "\x00" + strings.Join(ic.Algorithms, ","),
+			keyID:        ic.Issuer + "\x00" + ic.JWKSURL + "\x00" + strings.Join(ic.Algorithms, ","),
 		}
 		if prev != nil {
 			if old := prev.byIss[ic.Issuer]; old != nil && old.keyID == ti.keyID {
@@ -195,16 +195,22 @@ func (s *Server) commit(st *trustState) {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
 	prev := s.state.Load()
+	var starting []*keySource
 	for _, ti := range st.list {
 		ti.live.Store(true)
 		if _, running := s.sources[ti.src]; !running {
 			ctx, cancel := context.WithCancel(s.runCtx)
 			ti.src.base = ctx
 			s.sources[ti.src] = cancel
-			s.wg.Go(ti.src.run)
+			starting = append(starting, ti.src)
 		}
 	}
+	// The state is current before its new sources start, so that their
+	// first load finds it when it recomputes readiness.
 	s.state.Store(st)
+	for _, src := range starting {
+		s.wg.Go(src.run)
+	}
 	if prev != nil {
 		inUse := map[*keySource]bool{}
 		for _, ti := range st.list {

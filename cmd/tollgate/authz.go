@@ -28,6 +28,8 @@ type authzFlags struct {
 	refetch         time.Duration
 	fetchTimeout    time.Duration
 	shutdownTimeout time.Duration
+	configFile      string
+	reloadInterval  time.Duration
 }
 
 func (f *authzFlags) register(fs *flagSet) {
@@ -47,6 +49,8 @@ func (f *authzFlags) register(fs *flagSet) {
 	fs.Duration(&f.maxRefresh, "jwks-max-refresh", "TOLLGATE_AUTHZ_JWKS_MAX_REFRESH", d.MaxRefresh, "longest background JWKS refresh interval (used when the issuer sends no max-age)")
 	fs.Duration(&f.refetch, "jwks-refetch-interval", "TOLLGATE_AUTHZ_JWKS_REFETCH_INTERVAL", d.RefetchInterval, "least time between JWKS fetches caused by tokens with an unknown kid")
 	fs.Duration(&f.fetchTimeout, "jwks-fetch-timeout", "TOLLGATE_AUTHZ_JWKS_FETCH_TIMEOUT", d.FetchTimeout, "timeout of one discovery or JWKS request")
+	fs.String(&f.configFile, "config", "TOLLGATE_AUTHZ_CONFIG", "", "YAML file of trusted issuers, routes and a default policy, reloaded when it changes (replaces -issuer, -jwks-url, -audience)")
+	fs.Duration(&f.reloadInterval, "config-reload-interval", "TOLLGATE_AUTHZ_CONFIG_RELOAD_INTERVAL", d.ReloadInterval, "how often the -config file is checked for a change")
 	fs.Duration(&f.shutdownTimeout, "shutdown-timeout", "TOLLGATE_SHUTDOWN_TIMEOUT", d.ShutdownTimeout, "how long to wait for in-flight requests at shutdown")
 }
 
@@ -67,6 +71,8 @@ func (f *authzFlags) config() (authz.Config, error) {
 	cfg.RefetchInterval = f.refetch
 	cfg.FetchTimeout = f.fetchTimeout
 	cfg.ShutdownTimeout = f.shutdownTimeout
+	cfg.ConfigFile = f.configFile
+	cfg.ReloadInterval = f.reloadInterval
 	return cfg, cfg.Validate()
 }
 
