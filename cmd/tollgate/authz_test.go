@@ -102,7 +102,9 @@ func TestAuthzFlags(t *testing.T) {
 			name: "configuration file",
 			env:  map[string]string{"TOLLGATE_AUTHZ_CONFIG": "/etc/tollgate/authz/authz.yaml"},
 			args: []string{"-config-reload-interval", "5s"},
-			want: func(c *authz.Config) { c.ConfigFile, c.ReloadInterval = "/etc/tollgate/authz/authz.yaml", 5*time.Second },
+			want: func(c *authz.Config) {
+				c.ConfigFile, c.ReloadInterval = "/etc/tollgate/authz/authz.yaml", 5*time.Second
+			},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
