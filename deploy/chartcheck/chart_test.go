@@ -126,6 +126,8 @@ func valueSets() []valueSet {
 		{name: "rs256", files: []string{tv("rs256.yaml")}},
 		{name: "eddsa", files: []string{tv("eddsa.yaml")}},
 		{name: "trusted-issuers", files: []string{tv("trusted-issuers.yaml")}},
+		{name: "istio-example", files: []string{"k8s/examples/istio/tollgate-values.yaml"}},
+		{name: "envoy-gateway-example", files: []string{"k8s/examples/envoy-gateway/tollgate-values.yaml"}},
 		{name: "kind", files: []string{"charts/tollgate/values-kind.yaml"}},
 		{name: "tilt-dev", files: []string{"charts/tollgate/values-dev.yaml"}},
 	}
