@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/google/cel-go/cel"
+	"github.com/google/cel-go/checker"
 	"github.com/google/cel-go/common/types"
 	"github.com/google/cel-go/common/types/ref"
 	"github.com/google/cel-go/interpreter"
@@ -99,24 +100,65 @@ func compileCEL(src string) (*celProgram, error) {
 	if !ast.OutputType().IsExactType(types.BoolType) {
 		return nil, fmt.Errorf("%q returns %s, not bool", truncate(src, 128), ast.OutputType())
 	}
-	prg, err := celEnv.Program(ast, cel.CostLimit(celCostLimit), cel.InterruptCheckFrequency(100))
+	// An expression whose worst case, given the bounds authz enforces on
+	// roles and scopes, is within the limit runs without runtime cost
+	// tracking (which costs more than a simple expression itself); any
+	// other runs with it and stops when it reaches the limit.
+	var opts []cel.ProgramOption
+	if est, err := celEnv.EstimateCost(ast, celSizes{}); err != nil || est.Max > celCostLimit {
+		opts = append(opts, cel.CostLimit(celCostLimit), cel.InterruptCheckFrequency(100))
+	}
+	prg, err := celEnv.Program(ast, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("%q: %w", truncate(src, 128), err)
 	}
 	return &celProgram{src: src, prg: prg}, nil
 }
 
+// celSizes bounds the sizes of the variables whose sizes authz enforces
+// (newIdentity refuses more roles or scopes, or longer ones); every other
+// size is unknown, which makes any expression that depends on one
+// estimate over the limit.
+type celSizes struct{}
+
+func (celSizes) EstimateSize(n checker.AstNode) *checker.SizeEstimate {
+	p := n.Path()
+	switch {
+	case len(p) == 1 && p[0] == "roles":
+		return &checker.SizeEstimate{Min: 0, Max: maxRoles}
+	case len(p) == 1 && p[0] == "scopes":
+		return &checker.SizeEstimate{Min: 0, Max: maxScopes}
+	case len(p) == 2 && p[0] == "roles" && p[1] == "@items":
+		return &checker.SizeEstimate{Min: 1, Max: maxRoleLen}
+	case len(p) == 2 && p[0] == "scopes" && p[1] == "@items":
+		return &checker.SizeEstimate{Min: 1, Max: maxScopeLen}
+	case len(p) == 1 && p[0] == "issuer":
+		return &checker.SizeEstimate{Min: 1, Max: maxIssuerNameLen}
+	}
+	return nil
+}
+
+func (celSizes) EstimateCallCost(function, overloadID string, target *checker.AstNode, args []checker.AstNode) *checker.CallEstimate {
+	return nil
+}
+
 // requestInfo is what a policy sees of the request being authorized.
+// It is passed by pointer but never kept, so it stays on the stack.
 type requestInfo struct {
 	method, path, host string
-	headers            func() map[string]string // built only if an expression asks
+	headers            headerLister // listed only if an expression asks
+}
+
+// headerLister lists a request's headers by lowercase name.
+type headerLister interface {
+	all() map[string]string
 }
 
 // celActivation resolves a policy's variables without building a map:
 // the identity's values were converted once, when it was verified.
 type celActivation struct {
 	id  *identity
-	req *requestInfo
+	req requestInfo
 }
 
 func (a *celActivation) ResolveName(name string) (any, bool) {
@@ -132,7 +174,7 @@ func (a *celActivation) ResolveName(name string) (any, bool) {
 	case "request":
 		var h map[string]string
 		if a.req.headers != nil {
-			h = a.req.headers()
+			h = a.req.headers.all()
 		}
 		return map[string]any{"method": a.req.method, "path": a.req.path, "host": a.req.host, "headers": h}, true
 	}
@@ -148,7 +190,7 @@ type celValues struct {
 
 // allows evaluates the expression for id and req; nil means it was true.
 func (p *celProgram) allows(id *identity, req *requestInfo) error {
-	out, _, err := p.prg.Eval(&celActivation{id: id, req: req})
+	out, _, err := p.prg.Eval(&celActivation{id: id, req: *req})
 	if err != nil {
 		return fmt.Errorf("cel %q: %w", truncate(p.src, 128), err)
 	}

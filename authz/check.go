@@ -39,7 +39,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	hr := attrs.GetRequest().GetHttp()
 	pol, polErr := s.parsePolicy(attrs.GetContextExtensions())
 	eh := envoyHeaders{hr}
-	ri := requestInfo{method: hr.GetMethod(), path: hr.GetPath(), host: hr.GetHost(), headers: eh.all}
+	ri := requestInfo{method: hr.GetMethod(), path: hr.GetPath(), host: hr.GetHost(), headers: eh}
 	d := s.decide(ctx, eh, &ri, pol, polErr)
 	resp := s.checkResponse(d)
 	elapsed := time.Since(start)

@@ -28,7 +28,7 @@ func (s *Server) serveForwardAuth(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	pol, polErr := s.policyFromHeaders(r.Header)
 	method, path := originalRequest(r)
-	ri := requestInfo{method: method, path: path, host: forwardedHost(r), headers: func() map[string]string { return lowerHeaders(r.Header) }}
+	ri := requestInfo{method: method, path: path, host: forwardedHost(r), headers: httpHeaders(r.Header)}
 	d := s.decide(ctx, httpHeaders(r.Header), &ri, pol, polErr)
 	h := w.Header()
 	h.Set("Cache-Control", "no-store")
@@ -121,9 +121,9 @@ func forwardedHost(r *http.Request) string {
 	return r.Host
 }
 
-// lowerHeaders returns the request headers by lowercase name, repeats
-// joined with ",", as a CEL policy sees them.
-func lowerHeaders(h http.Header) map[string]string {
+// all returns the request headers by lowercase name, repeats joined
+// with ",", as a CEL policy sees them.
+func (h httpHeaders) all() map[string]string {
 	m := make(map[string]string, len(h))
 	for k, vs := range h {
 		m[strings.ToLower(k)] = strings.Join(vs, ",")

@@ -12,6 +12,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/cel-go/common/types"
+	"github.com/google/cel-go/common/types/ref"
 )
 
 // Limits on the claims copied into headers, metadata and logs.
@@ -56,10 +57,20 @@ func (id *identity) celValues() *celValues {
 	id.celOnce.Do(func() {
 		a := types.DefaultTypeAdapter
 		id.cel.claims = a.NativeToValue(id.claims)
-		id.cel.roles = a.NativeToValue(id.roles)
-		id.cel.scopes = a.NativeToValue(id.scopes)
+		// Lists of CEL strings, converted once, so that `in` compares
+		// without converting each item again.
+		id.cel.roles = stringList(id.roles)
+		id.cel.scopes = stringList(id.scopes)
 	})
 	return &id.cel
+}
+
+func stringList(ss []string) ref.Val {
+	vs := make([]ref.Val, len(ss))
+	for i, s := range ss {
+		vs[i] = types.String(s)
+	}
+	return types.NewRefValList(types.DefaultTypeAdapter, vs)
 }
 
 // claims are the JWT claims Tollgate reads by type. Decoding into typed
