@@ -14,10 +14,12 @@ package authz
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -44,9 +46,8 @@ type Server struct {
 	cfg      Config
 	log      *slog.Logger
 	metrics  *metrics
-	keys     *keySource
-	verifier *verifier
 	cache    *tokenCache
+	programs *celPrograms
 	// revocations is nil when no feed is configured.
 	revocations *revocations
 	health      *health.Server
@@ -54,11 +55,12 @@ type Server struct {
 	reg         *prometheus.Registry
 	now         func() time.Time
 
-	// removeLists and removeHeaders are what an allow answer removes,
-	// by allowParts.missing: for gRPC as a list, for forward-auth joined
-	// with ",". Built once in New; shared, never modified.
-	removeLists   [numRemoveLists][]string
-	removeHeaders [numRemoveLists]string
+	// state is the current trusted issuers and routes, replaced whole by
+	// a reload of the configuration file.
+	state    atomic.Pointer[trustState]
+	runCtx   context.Context
+	reloadMu sync.Mutex                        // serialises commits
+	sources  map[*keySource]context.CancelFunc // running key sources
 
 	httpOnce    sync.Once
 	httpHandler http.Handler
@@ -69,15 +71,26 @@ type Server struct {
 	closed  bool
 }
 
-// New validates cfg and starts loading the key set in the background.
-// The server answers checks at once, but is not ready (gRPC health
-// NOT_SERVING, Ready failing) until a key set with a usable key loads;
-// until then a token is denied with 503. ctx bounds nothing after New
-// returns; Close stops the background work.
+// New validates cfg (reading Config.ConfigFile, if set) and starts
+// loading every issuer's key set in the background. The server answers
+// checks at once, but is not ready (gRPC health NOT_SERVING, Ready
+// failing) until every required issuer has a key set with a usable key;
+// until then its tokens are denied with 503. ctx bounds nothing after
+// New returns; Close stops the background work.
 func New(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Server, error) {
 	cfg, err := cfg.validate()
 	if err != nil {
 		return nil, err
+	}
+	fc := fileConfig{Issuers: cfg.Issuers, Routes: cfg.Routes, Default: cfg.DefaultPolicy}
+	var file *configFile
+	if cfg.ConfigFile != "" {
+		if file, err = readConfigFile(cfg.ConfigFile); err != nil {
+			return nil, err
+		}
+		fc = file.cfg
+	} else if len(fc.Issuers) == 0 {
+		fc.Issuers = []IssuerConfig{cfg.singleIssuer()}
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -86,14 +99,15 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 		reg = prometheus.NewRegistry()
 	}
 	s := &Server{
-		cfg:    cfg,
-		log:    log,
-		cache:  newTokenCache(cfg.CacheSize),
-		health: health.NewServer(),
-		reg:    reg,
-		now:    time.Now,
+		cfg:      cfg,
+		log:      log,
+		cache:    newTokenCache(cfg.CacheSize),
+		programs: newCELPrograms(),
+		health:   health.NewServer(),
+		reg:      reg,
+		now:      time.Now,
+		sources:  map[*keySource]context.CancelFunc{},
 	}
-	s.removeLists, s.removeHeaders = removeLists(cfg.TokenHeaders)
 	s.metrics = newMetrics(reg, func() int {
 		if s.cache == nil {
 			return 0
@@ -103,35 +117,25 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	s.health.SetServingStatus(AuthorizationService, healthpb.HealthCheckResponse_NOT_SERVING)
 	s.ready = server.NewHealth(map[string]server.Check{"jwks": s.keysReady})
+	st, err := s.buildState(fc, nil)
+	if err != nil {
+		if file != nil {
+			err = file.locate(err)
+		}
+		return nil, fmt.Errorf("authz config: %w", err)
+	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s.cancel = cancel
-	s.keys = newKeySource(runCtx, cfg, log, s.metrics, s.keysChanged)
-	s.verifier = newVerifier(cfg, s.keys, func() time.Time { return s.now() })
-	s.wg.Go(s.keys.run)
+	s.runCtx, s.cancel = runCtx, cancel
+	s.commit(st)
+	if file != nil {
+		s.wg.Go(func() { s.watch(runCtx, file) })
+	}
 	if cfg.RevocationsURL != "" {
 		s.revocations = newRevocations(cfg, log, s.metrics, func() time.Time { return s.now() })
 		s.ready.SetDetail("revocations", s.revocations.detail)
 		s.wg.Go(func() { s.revocations.run(runCtx) })
 	}
 	return s, nil
-}
-
-// keysChanged follows every new key set: gRPC health follows readiness,
-// and cached verifications by keys that left the set are dropped.
-func (s *Server) keysChanged(prev, next *keySet) {
-	s.syncHealth()
-	if s.cache != nil && prev != nil {
-		if n := s.cache.purge(next); n > 0 {
-			s.log.Info("dropped cached tokens whose key left the JWKS", "entries", n)
-		}
-	}
-}
-
-func (s *Server) keysReady(ctx context.Context) error {
-	if s.keys.keys().len() == 0 {
-		return errNoKeys
-	}
-	return nil
 }
 
 // syncHealth sets gRPC health from readiness, the one source of both:

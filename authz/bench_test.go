@@ -2,6 +2,7 @@ package authz
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"testing"
@@ -50,6 +51,30 @@ func BenchmarkCheck(b *testing.B) {
 	b.Run("cached", func(b *testing.B) {
 		srv := benchServer(b, DefaultCacheSize, es)
 		benchCheck(b, srv, envoyRequest("GET", "/books", bearer(es.sign(b, claimsFor("u-1", "user"), nil)), nil), true)
+	})
+	b.Run("cached/10-issuers-cel", func(b *testing.B) {
+		// Ten trusted issuers, and a route whose policy is a CEL
+		// expression: routing by iss and the expression are all the
+		// cached path adds.
+		jw := newJWKSServer(b, es)
+		issuers := []IssuerConfig{}
+		for i := range 10 {
+			iss := fmt.Sprintf("https://issuer-%d.test", i)
+			if i == 9 {
+				iss = testIssuer
+			}
+			issuers = append(issuers, IssuerConfig{Name: fmt.Sprint("i", i), Issuer: iss, JWKSURL: jw.jwksURL(), Audiences: []string{testAudience}})
+		}
+		srv, err := New(context.Background(), testConfig(Config{
+			Issuers: issuers, CacheSize: DefaultCacheSize, MinRefresh: time.Hour, MaxRefresh: time.Hour, RefetchInterval: time.Hour,
+			Routes: []RouteConfig{{Match: RouteMatch{PathPrefix: "/books"}, PolicyConfig: PolicyConfig{CEL: "'user' in roles || request.method == 'GET'"}}},
+		}), slog.New(slog.NewJSONHandler(io.Discard, nil)), prometheus.NewRegistry())
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { srv.Close() })
+		waitFor(b, "ready", func() bool { return srv.Ready(context.Background()) == nil })
+		benchCheck(b, srv, envoyRequest("POST", "/books", bearer(es.sign(b, claimsFor("u-1", "user"), nil)), nil), true)
 	})
 	b.Run("cached-parallel", func(b *testing.B) {
 		srv := benchServer(b, DefaultCacheSize, es)

@@ -15,7 +15,8 @@ const cacheShards = 16
 // same token again costs a hash and a map lookup instead of a signature
 // verification. It is bounded (least recently used entries go first), an
 // entry never outlives its token's exp, and an entry is only valid while
-// the key that verified it is still in the current key set.
+// its issuer is configured as it was (trustedIssuer.live) and the key
+// that verified it is still in that issuer's current key set.
 type tokenCache struct {
 	shards   []cacheShard
 	perShard int
@@ -56,9 +57,10 @@ func (c *tokenCache) shard(h *[sha256.Size]byte) *cacheShard {
 	return &c.shards[int(h[0])%len(c.shards)]
 }
 
-// get returns the identity cached for h if the entry is alive at now and
-// its key is still in keys; a dead entry is dropped.
-func (c *tokenCache) get(h *[sha256.Size]byte, now time.Time, keys *keySet) (*identity, bool) {
+// get returns the identity cached for h if the entry is alive at now, its
+// issuer is live and its key is still in the issuer's key set; a dead
+// entry is dropped.
+func (c *tokenCache) get(h *[sha256.Size]byte, now time.Time) (*identity, bool) {
 	s := c.shard(h)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -66,7 +68,7 @@ func (c *tokenCache) get(h *[sha256.Size]byte, now time.Time, keys *keySet) (*id
 	if e == nil {
 		return nil, false
 	}
-	if now.UnixNano() >= e.exp || !keys.holds(e.key) {
+	if now.UnixNano() >= e.exp || !e.valid() {
 		s.remove(e)
 		return nil, false
 	}
@@ -93,15 +95,31 @@ func (c *tokenCache) put(h *[sha256.Size]byte, id *identity, key *verifyKey, exp
 	}
 }
 
-// purge drops every entry whose key is not in keys. Lookups already
-// ignore such entries; purging frees them at once.
-func (c *tokenCache) purge(keys *keySet) int {
+// valid reports whether e's issuer is live and still holds its key.
+func (e *cacheEntry) valid() bool {
+	ti := e.id.issuer
+	return ti.live.Load() && ti.src.keys().holds(e.key)
+}
+
+// purge drops every entry verified by src's keys whose key is not in
+// keys, leaving other issuers' entries alone. Lookups already ignore
+// such entries; purging frees them at once.
+func (c *tokenCache) purge(src *keySource, keys *keySet) int {
+	return c.drop(func(e *cacheEntry) bool { return e.id.issuer.src == src && !keys.holds(e.key) })
+}
+
+// purgeDead drops every entry whose issuer a reload replaced.
+func (c *tokenCache) purgeDead() int {
+	return c.drop(func(e *cacheEntry) bool { return !e.id.issuer.live.Load() })
+}
+
+func (c *tokenCache) drop(dead func(*cacheEntry) bool) int {
 	n := 0
 	for i := range c.shards {
 		s := &c.shards[i]
 		s.mu.Lock()
 		for _, e := range s.m {
-			if !keys.holds(e.key) {
+			if dead(e) {
 				s.remove(e)
 				n++
 			}

@@ -9,6 +9,15 @@ import (
 	"time"
 )
 
+// cacheIssuer is an issuer whose key source holds keys, for cache tests.
+func cacheIssuer(keys *keySet) *trustedIssuer {
+	src := &keySource{}
+	src.current.Store(keys)
+	ti := &trustedIssuer{name: "t", src: src}
+	ti.live.Store(true)
+	return ti
+}
+
 func hashOf(s string) *[sha256.Size]byte {
 	h := sha256.Sum256([]byte(s))
 	return &h
@@ -16,19 +25,19 @@ func hashOf(s string) *[sha256.Size]byte {
 
 func TestTokenCacheLRU(t *testing.T) {
 	k := &verifyKey{kid: "k"}
-	keys := &keySet{keys: map[string]*verifyKey{"k": k}}
+	ti := cacheIssuer(&keySet{keys: map[string]*verifyKey{"k": k}})
 	now := time.Now()
 	exp := now.Add(time.Hour)
 	c := newTokenCache(3)
 	for _, tok := range []string{"a", "b", "c"} {
-		c.put(hashOf(tok), &identity{sub: tok}, k, exp)
+		c.put(hashOf(tok), &identity{sub: tok, issuer: ti}, k, exp)
 	}
-	if _, ok := c.get(hashOf("a"), now, keys); !ok { // a is now the most recent
+	if _, ok := c.get(hashOf("a"), now); !ok { // a is now the most recent
 		t.Fatal("get(a) missed right after put")
 	}
-	c.put(hashOf("d"), &identity{sub: "d"}, k, exp) // evicts b, the least recent
+	c.put(hashOf("d"), &identity{sub: "d", issuer: ti}, k, exp) // evicts b, the least recent
 	for tok, want := range map[string]bool{"a": true, "b": false, "c": true, "d": true} {
-		if _, ok := c.get(hashOf(tok), now, keys); ok != want {
+		if _, ok := c.get(hashOf(tok), now); ok != want {
 			t.Errorf("after eviction get(%s) hit = %v, want %v", tok, ok, want)
 		}
 	}
@@ -39,9 +48,10 @@ func TestTokenCacheLRU(t *testing.T) {
 
 func TestTokenCacheBound(t *testing.T) {
 	k := &verifyKey{kid: "k"}
+	ti := cacheIssuer(&keySet{keys: map[string]*verifyKey{"k": k}})
 	c := newTokenCache(DefaultCacheSize)
 	for i := range 3 * DefaultCacheSize {
-		c.put(hashOf(fmt.Sprint(i)), &identity{}, k, time.Now().Add(time.Hour))
+		c.put(hashOf(fmt.Sprint(i)), &identity{issuer: ti}, k, time.Now().Add(time.Hour))
 	}
 	if n := c.len(); n > DefaultCacheSize+cacheShards {
 		t.Errorf("len after %d puts = %d, want at most %d", 3*DefaultCacheSize, n, DefaultCacheSize+cacheShards)
@@ -51,30 +61,32 @@ func TestTokenCacheBound(t *testing.T) {
 func TestTokenCacheExpiryAndKeys(t *testing.T) {
 	k := &verifyKey{kid: "k"}
 	keys := &keySet{keys: map[string]*verifyKey{"k": k}}
+	ti := cacheIssuer(keys)
 	now := time.Now()
 	c := newTokenCache(10)
-	c.put(hashOf("t"), &identity{}, k, now.Add(time.Minute))
-	if _, ok := c.get(hashOf("t"), now.Add(59*time.Second), keys); !ok {
+	c.put(hashOf("t"), &identity{issuer: ti}, k, now.Add(time.Minute))
+	if _, ok := c.get(hashOf("t"), now.Add(59*time.Second)); !ok {
 		t.Errorf("get before exp missed")
 	}
-	if _, ok := c.get(hashOf("t"), now.Add(time.Minute), keys); ok {
+	if _, ok := c.get(hashOf("t"), now.Add(time.Minute)); ok {
 		t.Errorf("get at exp hit; an entry must not outlive its token")
 	}
 	if c.len() != 0 {
 		t.Errorf("expired entry was not dropped")
 	}
 
-	c.put(hashOf("t"), &identity{}, k, now.Add(time.Minute))
-	rotated := &keySet{keys: map[string]*verifyKey{"k": {kid: "k"}}} // same kid, new key
-	if _, ok := c.get(hashOf("t"), now, rotated); ok {
+	c.put(hashOf("t"), &identity{issuer: ti}, k, now.Add(time.Minute))
+	ti.src.current.Store(&keySet{keys: map[string]*verifyKey{"k": {kid: "k"}}}) // same kid, new key
+	if _, ok := c.get(hashOf("t"), now); ok {
 		t.Errorf("get hit though the entry's key was replaced")
 	}
-	c.put(hashOf("t"), &identity{}, k, now.Add(time.Minute))
-	c.put(hashOf("u"), &identity{}, &verifyKey{kid: "other"}, now.Add(time.Minute))
-	if n := c.purge(keys); n != 1 {
+	ti.src.current.Store(keys)
+	c.put(hashOf("t"), &identity{issuer: ti}, k, now.Add(time.Minute))
+	c.put(hashOf("u"), &identity{issuer: ti}, &verifyKey{kid: "other"}, now.Add(time.Minute))
+	if n := c.purge(ti.src, keys); n != 1 {
 		t.Errorf("purge dropped %d entries, want 1", n)
 	}
-	if _, ok := c.get(hashOf("t"), now, keys); !ok {
+	if _, ok := c.get(hashOf("t"), now); !ok {
 		t.Errorf("purge dropped an entry whose key is still trusted")
 	}
 }
@@ -82,17 +94,18 @@ func TestTokenCacheExpiryAndKeys(t *testing.T) {
 func TestTokenCacheConcurrent(t *testing.T) {
 	k := &verifyKey{kid: "k"}
 	keys := &keySet{keys: map[string]*verifyKey{"k": k}}
+	ti := cacheIssuer(keys)
 	c := newTokenCache(2000)
 	var wg sync.WaitGroup
 	for g := range 8 {
 		wg.Go(func() {
 			for i := range 500 {
 				h := hashOf(fmt.Sprint(g, i%50))
-				if _, ok := c.get(h, time.Now(), keys); !ok {
-					c.put(h, &identity{}, k, time.Now().Add(time.Minute))
+				if _, ok := c.get(h, time.Now()); !ok {
+					c.put(h, &identity{issuer: ti}, k, time.Now().Add(time.Minute))
 				}
 				if i%100 == 0 {
-					c.purge(keys)
+					c.purge(ti.src, keys)
 				}
 			}
 		})

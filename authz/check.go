@@ -3,6 +3,7 @@ package authz
 import (
 	"context"
 	"log/slog"
+	"net/http"
 	"slices"
 	"strings"
 	"time"
@@ -23,7 +24,7 @@ const (
 )
 
 func identityHeader(h string) bool {
-	return h == HeaderUserID || h == HeaderUserName || h == HeaderUserRoles
+	return h == HeaderUserID || h == HeaderUserName || h == HeaderUserRoles || h == HeaderUserIssuer
 }
 
 // Check implements envoy.service.auth.v3.Authorization. It always
@@ -36,8 +37,10 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	start := time.Now()
 	attrs := req.GetAttributes()
 	hr := attrs.GetRequest().GetHttp()
-	pol, polErr := parsePolicy(attrs.GetContextExtensions())
-	d := s.decide(ctx, envoyHeaders{hr}, pol, polErr)
+	pol, polErr := s.parsePolicy(attrs.GetContextExtensions())
+	eh := envoyHeaders{hr}
+	ri := requestInfo{method: hr.GetMethod(), path: hr.GetPath(), host: hr.GetHost(), headers: eh}
+	d := s.decide(ctx, eh, &ri, pol, polErr)
 	resp := s.checkResponse(d)
 	elapsed := time.Since(start)
 	s.record(ctx, protoGRPC, d, elapsed, requestID(envoyHeaders{hr}), hr.GetMethod(), hr.GetPath())
@@ -76,6 +79,19 @@ func (e envoyHeaders) header(name string) (string, bool) {
 	return val, found
 }
 
+// all returns the request's headers as a map, for CEL.
+func (e envoyHeaders) all() map[string]string {
+	if h := e.r.GetHeaders(); len(h) > 0 || len(e.r.GetHeaderMap().GetHeaders()) == 0 {
+		return h
+	}
+	m := map[string]string{}
+	for _, h := range e.r.GetHeaderMap().GetHeaders() {
+		v, _ := e.header(h.GetKey())
+		m[h.GetKey()] = v
+	}
+	return m
+}
+
 // checkResponse turns a decision into Envoy's answer.
 func (s *Server) checkResponse(d decision) *authv3.CheckResponse {
 	if d.outcome() != allowed {
@@ -84,57 +100,43 @@ func (s *Server) checkResponse(d decision) *authv3.CheckResponse {
 	return s.okResponse(d.id)
 }
 
-// identityHeaders are the identity header names in the order an allow
-// answer lists them; identity.values gives their values.
-var identityHeaders = [...]string{HeaderUserID, HeaderUserName, HeaderUserRoles}
-
-// numRemoveLists is the number of subsets of identityHeaders that an
-// identity can leave empty.
-const numRemoveLists = 1 << len(identityHeaders)
-
-// removeLists returns, for each subset of identity headers (bit i set:
-// identityHeaders[i] has no value), the headers an allow answer removes:
-// that subset, then the token headers. Only the subset depends on the
-// identity, so New builds all of them once.
-func removeLists(tokenHeaders []string) (lists [numRemoveLists][]string, joined [numRemoveLists]string) {
-	for m := range numRemoveLists {
-		l := make([]string, 0, len(identityHeaders)+len(tokenHeaders))
-		for i, h := range identityHeaders {
-			if m&(1<<i) != 0 {
-				l = append(l, h)
-			}
-		}
-		l = append(l, tokenHeaders...)
-		// Clipped, so an append to one answer's list cannot write into
-		// the shared array.
-		lists[m], joined[m] = slices.Clip(l), strings.Join(l, ",")
-	}
-	return lists, joined
-}
-
 // allowParts are the parts of an allow answer that depend only on the
 // identity. newIdentity builds them once per verified token, and every
 // answer for that token (the cache hands out the same identity) shares
 // them, so nothing may modify them afterwards: gRPC only reads a
 // response while marshalling it.
 type allowParts struct {
-	headers  []*corev3.HeaderValueOption // the identity headers that have a value
-	missing  int                         // bit i set: identityHeaders[i] has none and is removed
+	headers  []*corev3.HeaderValueOption // the identity and mapped headers that have a value
+	fwd      [][2]string                 // the same, canonical name and value, for forward-auth
+	remove   []string                    // the managed headers without a value, then the token headers
+	removeFA string                      // remove joined with ",", for forward-auth
 	metadata *structpb.Struct            // dynamic metadata for Envoy's access logs
 }
 
-// newAllowParts builds id's allowParts.
+// newAllowParts builds id's allowParts. Every header any configured
+// issuer's mapping may set is either set or removed, so a client cannot
+// smuggle one in under a token from an issuer that does not map it.
 func newAllowParts(id *identity) allowParts {
 	var p allowParts
-	vals := id.values()
-	p.headers = make([]*corev3.HeaderValueOption, 0, len(vals))
-	for i, v := range vals {
-		if v == "" {
-			p.missing |= 1 << i
-			continue
-		}
-		p.headers = append(p.headers, overwrite(identityHeaders[i], v))
+	vals := make(map[string]string, 4+len(id.mapped))
+	vals[HeaderUserID] = id.sub
+	vals[HeaderUserName] = id.name
+	vals[HeaderUserRoles] = id.rolesHeader
+	vals[HeaderUserIssuer] = id.issuer.name
+	for _, h := range id.mapped {
+		vals[h[0]] = h[1]
 	}
+	tokenHeaders := id.issuer.tokenHeaders
+	for _, h := range id.issuer.managed {
+		if v := vals[h]; v != "" {
+			p.headers = append(p.headers, overwrite(h, v))
+			p.fwd = append(p.fwd, [2]string{http.CanonicalHeaderKey(h), v})
+		} else {
+			p.remove = append(p.remove, h)
+		}
+	}
+	p.remove = slices.Clip(append(p.remove, tokenHeaders...))
+	p.removeFA = strings.Join(p.remove, ",")
 	p.headers = slices.Clip(p.headers)
 	p.metadata = identityMetadata(id)
 	return p
@@ -158,7 +160,7 @@ func (s *Server) okResponse(id *identity) *authv3.CheckResponse {
 		Status: okStatus,
 		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
 			Headers:         id.allow.headers,
-			HeadersToRemove: s.removeLists[id.allow.missing],
+			HeadersToRemove: id.allow.remove,
 		}},
 		DynamicMetadata: id.allow.metadata,
 	}
@@ -166,8 +168,9 @@ func (s *Server) okResponse(id *identity) *authv3.CheckResponse {
 
 // identityMetadata is the dynamic metadata for Envoy's access logs.
 func identityMetadata(id *identity) *structpb.Struct {
-	f := make(map[string]*structpb.Value, 3)
+	f := make(map[string]*structpb.Value, 4)
 	f["sub"] = structpb.NewStringValue(id.sub)
+	f["issuer"] = structpb.NewStringValue(id.issuer.name)
 	if id.name != "" {
 		f["name"] = structpb.NewStringValue(id.name)
 	}

@@ -50,8 +50,9 @@ func wantAllow(sub, name, roles, jti string) *authv3.CheckResponse {
 	} else {
 		remove = append(remove, "x-user-roles")
 	}
+	headers = append(headers, setHeader("x-user-issuer", DefaultIssuerName))
 	remove = append(remove, tokenHeaders...)
-	md := map[string]*structpb.Value{"sub": structpb.NewStringValue(sub)}
+	md := map[string]*structpb.Value{"sub": structpb.NewStringValue(sub), "issuer": structpb.NewStringValue(DefaultIssuerName)}
 	if name != "" {
 		md["name"] = structpb.NewStringValue(name)
 	}

@@ -20,6 +20,9 @@ const (
 	DefaultFetchTimeout    = 5 * time.Second
 	DefaultCacheSize       = 10000
 	DefaultShutdownTimeout = 15 * time.Second
+	// DefaultReloadInterval is how often the configuration file is
+	// checked, well within the 10 seconds a change may take.
+	DefaultReloadInterval = 2 * time.Second
 	// DefaultMaxTokenLifetime is the issuer's own upper bound on its
 	// token TTL.
 	DefaultMaxTokenLifetime = 24 * time.Hour
@@ -107,6 +110,24 @@ type Config struct {
 	// HTTPClient fetches discovery, the JWKS and the revocation feed;
 	// nil means a client of authz's own with FetchTimeout.
 	HTTPClient *http.Client
+
+	// Issuers are the trusted issuers. Empty means one, named
+	// DefaultIssuerName, from Issuer, JWKSURL, Audience, Algorithms and
+	// MaxTokenLifetime; the single-issuer fields are then ignored.
+	Issuers []IssuerConfig
+	// Routes are authz-side route policies, for proxies that cannot pass
+	// per-route settings; the first match wins.
+	Routes []RouteConfig
+	// DefaultPolicy is the policy of a request no route matches; nil
+	// means any valid token.
+	DefaultPolicy *PolicyConfig
+	// ConfigFile, when set, is a YAML file of issuers, routes and a
+	// default policy that replaces Issuers, Routes and DefaultPolicy
+	// (and the single-issuer fields). It is re-read every ReloadInterval;
+	// a valid change takes effect, an invalid one is logged and refused.
+	ConfigFile string
+	// ReloadInterval is how often ConfigFile is checked for a change.
+	ReloadInterval time.Duration
 }
 
 // DefaultConfig returns the configuration `tollgate authz` starts from:
@@ -128,6 +149,7 @@ func DefaultConfig() Config {
 		RevocationsInterval: DefaultRevocationsInterval,
 		RevocationsMaxAge:   DefaultRevocationsMaxAge,
 		RevocationsStale:    StaleServe,
+		ReloadInterval:      DefaultReloadInterval,
 	}
 }
 
@@ -141,20 +163,21 @@ func (c Config) Validate() error {
 // lowercased, an HTTP client built when none was given).
 func (c Config) validate() (Config, error) {
 	var errs []error
-	if c.Issuer == "" {
+	single := c.ConfigFile == "" && len(c.Issuers) == 0
+	if single && c.Issuer == "" {
 		errs = append(errs, errors.New("issuer is required"))
 	}
-	if c.JWKSURL == "" && c.Issuer != "" {
+	if single && c.JWKSURL == "" && c.Issuer != "" {
 		if err := checkHTTPURL(c.Issuer); err != nil {
 			errs = append(errs, fmt.Errorf("issuer: %w (it is the discovery base when no JWKS URL is set)", err))
 		}
 	}
-	if c.JWKSURL != "" {
+	if single && c.JWKSURL != "" {
 		if err := checkHTTPURL(c.JWKSURL); err != nil {
 			errs = append(errs, fmt.Errorf("jwks url: %w", err))
 		}
 	}
-	if c.Audience == "" {
+	if single && c.Audience == "" {
 		errs = append(errs, errors.New("audience is required"))
 	}
 	if len(c.Algorithms) == 0 {
@@ -209,6 +232,9 @@ func (c Config) validate() (Config, error) {
 		if c.RevocationsStale != StaleServe && c.RevocationsStale != StaleDeny {
 			errs = append(errs, fmt.Errorf("revocations stale policy %q must be %q or %q", c.RevocationsStale, StaleServe, StaleDeny))
 		}
+	}
+	if c.ConfigFile != "" && c.ReloadInterval <= 0 {
+		errs = append(errs, fmt.Errorf("reload interval must be positive, not %v", c.ReloadInterval))
 	}
 	if c.MinRefresh > c.MaxRefresh {
 		errs = append(errs, fmt.Errorf("min refresh %v is above max refresh %v", c.MinRefresh, c.MaxRefresh))

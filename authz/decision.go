@@ -74,6 +74,10 @@ const (
 	reasonMissingRole
 	reasonRevoked
 	reasonRevocationsStale
+	reasonMissingScope
+	reasonWrongIssuer
+	reasonPolicyDenied
+	reasonUnsafeClaims
 	numReasons
 )
 
@@ -108,6 +112,10 @@ var reasons = [numReasons]struct {
 	// log and the metrics tell them apart.
 	reasonRevoked:          {"revoked", unauthenticated},
 	reasonRevocationsStale: {"revocations_stale", unauthenticated},
+	reasonMissingScope:     {"missing_scope", permissionDenied},
+	reasonWrongIssuer:      {"wrong_issuer", permissionDenied},
+	reasonPolicyDenied:     {"policy_denied", permissionDenied},
+	reasonUnsafeClaims:     {"unsafe_claims", permissionDenied},
 }
 
 func (r reason) String() string { return reasons[r].name }
@@ -135,6 +143,8 @@ func failureReason(err error) reason {
 		return reasonUnknownKid
 	case errors.Is(err, errAlgMismatch):
 		return reasonAlgMismatch
+	case errors.Is(err, errUnsafeClaims):
+		return reasonUnsafeClaims
 	case errors.Is(err, errBadClaims):
 		return reasonBadClaims
 	case errors.Is(err, errTooLong):
@@ -197,12 +207,22 @@ func (s *Server) findToken(hs headerSource) (tok string, found bool) {
 }
 
 // decide is the one decision procedure behind gRPC Check and HTTP
-// forward-auth: policy, token, cache, verification, roles.
-func (s *Server) decide(ctx context.Context, hs headerSource, pol policy, polErr error) decision {
+// forward-auth: policy, token, cache, verification, then the policy of
+// the file's matching route (or its default) and the request's own
+// policy, both of which must allow.
+func (s *Server) decide(ctx context.Context, hs headerSource, req *requestInfo, pol policy, polErr error) decision {
 	d := decision{route: pol.route}
 	if polErr != nil {
 		d.reason, d.err = reasonBadPolicy, polErr
 		return d
+	}
+	st := s.state.Load()
+	var filePol *policy
+	if st.hasRoutes {
+		filePol = st.routePolicy(req.method, req.host, req.path)
+		if d.route == "" {
+			d.route = filePol.route
+		}
 	}
 	tok, found := s.findToken(hs)
 	if !found {
@@ -213,7 +233,7 @@ func (s *Server) decide(ctx context.Context, hs headerSource, pol policy, polErr
 		d.reason = reasonTooLarge
 		return d
 	}
-	id, r, err := s.identify(ctx, tok)
+	id, r, err := s.identify(ctx, st, tok)
 	if err != nil {
 		d.reason, d.err = r, err
 		return d
@@ -231,18 +251,25 @@ func (s *Server) decide(ctx context.Context, hs headerSource, pol policy, polErr
 		}
 	}
 	d.id, d.reason = id, r
-	if missing := pol.missingRole(id.roles); missing != "" {
-		d.reason = reasonMissingRole
-		d.err = errors.New("token lacks role " + missing)
+	if filePol != nil {
+		if r, err := filePol.evaluate(id, req); err != nil {
+			d.reason, d.err = r, err
+			return d
+		}
+	}
+	if r, err := pol.evaluate(id, req); err != nil {
+		d.reason, d.err = r, err
 	}
 	return d
 }
 
 // identify returns the identity of a token from the cache or by full
-// verification, caching a fresh verification.
-func (s *Server) identify(ctx context.Context, tok string) (*identity, reason, error) {
+// verification, caching a fresh verification. A cached identity counts
+// only while its issuer is still configured as it was and the key that
+// verified it is still in that issuer's key set.
+func (s *Server) identify(ctx context.Context, st *trustState, tok string) (*identity, reason, error) {
 	if s.cache == nil {
-		id, _, err := s.verifier.verify(ctx, tok)
+		id, _, err := s.verifyFresh(ctx, st, tok)
 		if err != nil {
 			return nil, failureReason(err), err
 		}
@@ -250,12 +277,12 @@ func (s *Server) identify(ctx context.Context, tok string) (*identity, reason, e
 	}
 	h := sha256.Sum256([]byte(tok))
 	now := s.now()
-	if id, ok := s.cache.get(&h, now, s.keys.keys()); ok {
+	if id, ok := s.cache.get(&h, now); ok {
 		s.metrics.cacheHits.Inc()
 		return id, reasonCached, nil
 	}
 	s.metrics.cacheMisses.Inc()
-	id, key, err := s.verifier.verify(ctx, tok)
+	id, key, err := s.verifyFresh(ctx, st, tok)
 	if err != nil {
 		return nil, failureReason(err), err
 	}
@@ -265,4 +292,14 @@ func (s *Server) identify(ctx context.Context, tok string) (*identity, reason, e
 		s.cache.put(&h, id, key, id.exp)
 	}
 	return id, reasonVerified, nil
+}
+
+// verifyFresh verifies tok and logs the mapped headers it had to leave
+// out.
+func (s *Server) verifyFresh(ctx context.Context, st *trustState, tok string) (*identity, *verifyKey, error) {
+	id, key, err := st.verify(ctx, tok)
+	if err == nil && len(id.omitted) > 0 {
+		s.log.Warn("mapped headers omitted", "issuer", id.issuer.name, "sub", id.sub, "omitted", id.omitted)
+	}
+	return id, key, err
 }

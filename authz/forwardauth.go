@@ -13,18 +13,10 @@ import (
 // mode learns which request headers to remove before going upstream.
 const HeaderRemove = "x-envoy-auth-headers-to-remove"
 
-// identityHeaderKeys and headerRemoveKey are the headers forward-auth
-// sets, in canonical form, so setting them costs no canonicalization per
-// request.
-var (
-	identityHeaderKeys = func() (keys [len(identityHeaders)]string) {
-		for i, h := range identityHeaders {
-			keys[i] = http.CanonicalHeaderKey(h)
-		}
-		return keys
-	}()
-	headerRemoveKey = http.CanonicalHeaderKey(HeaderRemove)
-)
+// headerRemoveKey is HeaderRemove in canonical form, so setting it costs
+// no canonicalization per request (the identity's own header names are
+// canonical already).
+var headerRemoveKey = http.CanonicalHeaderKey(HeaderRemove)
 
 // serveForwardAuth answers a forward-auth subrequest from Envoy's
 // http_service mode, nginx auth_request, Traefik ForwardAuth or Caddy
@@ -34,17 +26,17 @@ var (
 func (s *Server) serveForwardAuth(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	ctx := r.Context()
-	pol, polErr := policyFromHeaders(r.Header)
-	d := s.decide(ctx, httpHeaders(r.Header), pol, polErr)
+	pol, polErr := s.policyFromHeaders(r.Header)
+	method, path := originalRequest(r)
+	ri := requestInfo{method: method, path: path, host: forwardedHost(r), headers: httpHeaders(r.Header)}
+	d := s.decide(ctx, httpHeaders(r.Header), &ri, pol, polErr)
 	h := w.Header()
 	h.Set("Cache-Control", "no-store")
 	if d.outcome() == allowed {
-		for i, v := range d.id.values() {
-			if v != "" {
-				h.Set(identityHeaderKeys[i], v)
-			}
+		for _, kv := range d.id.allow.fwd {
+			h[kv[0]] = []string{kv[1]}
 		}
-		h.Set(headerRemoveKey, s.removeHeaders[d.id.allow.missing])
+		h.Set(headerRemoveKey, d.id.allow.removeFA)
 		w.WriteHeader(http.StatusOK)
 	} else {
 		dn := denialFor(d)
@@ -55,7 +47,6 @@ func (s *Server) serveForwardAuth(w http.ResponseWriter, r *http.Request) {
 		}
 		httpapi.WriteJSON(w, dn.status, map[string]string{"message": dn.message})
 	}
-	method, path := originalRequest(r)
 	s.record(ctx, protoHTTP, d, time.Since(start), httpapi.RequestID(ctx), method, path)
 }
 
@@ -78,7 +69,7 @@ func (h httpHeaders) header(name string) (string, bool) {
 // with context_extensions, an unknown key or a bad value is an error, and
 // so is a repeated header: a client's copy next to the proxy's must not
 // leave the proxy's requirement ambiguous.
-func policyFromHeaders(h http.Header) (policy, error) {
+func (s *Server) policyFromHeaders(h http.Header) (policy, error) {
 	var p policy
 	for k, vs := range h {
 		lk := strings.ToLower(k)
@@ -89,7 +80,7 @@ func policyFromHeaders(h http.Header) (policy, error) {
 		if len(vs) != 1 {
 			return policy{}, fmt.Errorf("%w: %s given %d times", errBadPolicy, lk, len(vs))
 		}
-		if err := p.set(key, vs[0]); err != nil {
+		if err := s.setPolicy(&p, key, vs[0]); err != nil {
 			return policy{}, err
 		}
 	}
@@ -118,4 +109,24 @@ func originalRequest(r *http.Request) (method, uri string) {
 		uri = "/" + uri
 	}
 	return r.Method, uri
+}
+
+// forwardedHost is the host of the request being authorized: the one a
+// proxy passed in X-Forwarded-Host, else the subrequest's own Host, which
+// nginx, Envoy and Caddy copy from the original request.
+func forwardedHost(r *http.Request) string {
+	if h := r.Header.Get("X-Forwarded-Host"); h != "" {
+		return h
+	}
+	return r.Host
+}
+
+// all returns the request headers by lowercase name, repeats joined
+// with ",", as a CEL policy sees them.
+func (h httpHeaders) all() map[string]string {
+	m := make(map[string]string, len(h))
+	for k, vs := range h {
+		m[strings.ToLower(k)] = strings.Join(vs, ",")
+	}
+	return m
 }

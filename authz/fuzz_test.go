@@ -150,7 +150,7 @@ func FuzzCheck(f *testing.F) {
 			if !signed {
 				t.Fatalf("allowed sub %q that no trusted key signed (header %s: %q)", sub, name, value)
 			}
-			pol, err := parsePolicy(extMap)
+			pol, err := srv.parsePolicy(extMap)
 			if err != nil {
 				t.Fatalf("allowed under a bad policy %q: %v", ext, err)
 			}

@@ -614,3 +614,21 @@ func counterValue(t testing.TB, reg *prometheus.Registry, name, label, value str
 	}
 	return 0
 }
+
+// defaultSource is the key source of the issuer the single-issuer
+// settings describe.
+func (s *Server) defaultSource() *keySource {
+	return s.state.Load().byName[DefaultIssuerName].src
+}
+
+// missingRole returns the first role of p.require that roles lacks, or "".
+func (p policy) missingRole(roles []string) string {
+	var missing string
+	eachItem(p.require, func(r string) bool {
+		if !contains(roles, r) {
+			missing = r
+		}
+		return missing == ""
+	})
+	return missing
+}

@@ -217,7 +217,7 @@ func TestKeyLeavesJWKS(t *testing.T) {
 			}
 		}
 		e.jwks.setKeys(t, other)
-		waitFor(t, "the key to leave", func() bool { return e.srv.keys.keys().lookup(main.kid) == nil })
+		waitFor(t, "the key to leave", func() bool { return e.srv.defaultSource().keys().lookup(main.kid) == nil })
 		waitFor(t, "the cache to be purged", func() bool { return e.srv.cache.len() == 0 })
 		got := e.check(envoyRequest("GET", "/books", bearer(tok), nil))
 		if diff := diffResponse(wantInvalid, got); diff != "" {
@@ -238,7 +238,7 @@ func TestKeyLeavesJWKS(t *testing.T) {
 		swapped["kid"] = main.kid
 		e.jwks.setJWKs(t, swapped)
 		before := fetched(e)
-		e.srv.keys.start(false)
+		e.srv.defaultSource().start(false)
 		waitFor(t, "a fetch", func() bool { return fetched(e) > before })
 		got := e.check(envoyRequest("GET", "/books", bearer(tok), nil))
 		if diff := diffResponse(wantInvalid, got); diff != "" {
@@ -305,7 +305,7 @@ func TestNotModified(t *testing.T) {
 	if err := e.srv.Ready(context.Background()); err != nil {
 		t.Errorf("Ready() after 304s = %v, want nil", err)
 	}
-	if got := e.srv.keys.keys().len(); got != 1 {
+	if got := e.srv.defaultSource().keys().len(); got != 1 {
 		t.Errorf("keys after 304s = %d, want 1", got)
 	}
 }

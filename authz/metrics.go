@@ -28,6 +28,9 @@ type metrics struct {
 	cacheMisses prometheus.Counter
 
 	revocationFetches *prometheus.CounterVec
+	// configReloads counts configuration file reloads by result (ok,
+	// error); an error keeps the last good configuration.
+	configReloads *prometheus.CounterVec
 }
 
 // revocationGauges reports the revocation list's age in seconds (-1:
@@ -95,6 +98,13 @@ func newMetrics(reg prometheus.Registerer, cacheLen func() int, revGauges func()
 	for _, r := range []string{"ok", "not_modified", "error"} {
 		m.revocationFetches.WithLabelValues(r)
 	}
+	m.configReloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tollgate_authz_config_reloads_total",
+		Help: "Configuration file reloads, by result (ok, error). An error means the changed file was refused and the last good configuration stays.",
+	}, []string{"result"})
+	for _, r := range []string{"ok", "error"} {
+		m.configReloads.WithLabelValues(r)
+	}
 	for r := range numReasons {
 		m.checks[r] = checks.WithLabelValues(r.outcome().String(), r.String())
 	}
@@ -112,7 +122,7 @@ func newMetrics(reg prometheus.Registerer, cacheLen func() int, revGauges func()
 	for _, r := range []string{refusedPrivate, refusedWeak, refusedUnusable} {
 		m.keysRefused.WithLabelValues(r)
 	}
-	reg.MustRegister(checks, latency, m.fetches, m.refetches, m.keys, m.refused, m.keysRefused, m.lastSuccess, m.cacheHits, m.cacheMisses,
+	reg.MustRegister(checks, latency, m.fetches, m.refetches, m.keys, m.refused, m.keysRefused, m.lastSuccess, m.cacheHits, m.cacheMisses, m.configReloads,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "tollgate_authz_token_cache_entries",
 			Help: "Entries in the verified-token cache.",

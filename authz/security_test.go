@@ -260,7 +260,7 @@ func TestAttackTokens(t *testing.T) {
 		{name: "payload tamper: admin role", tok: vh + "." + seg(t, claimsFor("victim", "admin", "user")) + "." + vs, reason: "bad_signature"},
 		{name: "payload tamper: other sub", tok: vh + "." + seg(t, with("sub", "someone-else")) + "." + vs, reason: "bad_signature"},
 		{name: "header tamper", tok: seg(t, map[string]any{"alg": "ES256", "kid": es.kid, "typ": "at+jwt"}) + "." + vp + "." + vs, reason: "bad_signature"},
-		{name: "payload null", tok: vh + "." + seg(t, "null") + "." + vs, reason: "bad_signature"},
+		{name: "payload null", tok: vh + "." + seg(t, "null") + "." + vs, reason: "malformed"},
 		{name: "payload true", tok: vh + "." + seg(t, "true") + "." + vs, reason: "malformed"},
 		{name: "payload false", tok: vh + "." + seg(t, "false") + "." + vs, reason: "malformed"},
 		{name: "payload 0", tok: vh + "." + seg(t, "0") + "." + vs, reason: "malformed"},
@@ -394,7 +394,7 @@ func TestWeakAndBrokenJWKSKeys(t *testing.T) {
 			}
 		})
 	}
-	if got := e.srv.keys.keys().len(); got != 1 {
+	if got := e.srv.defaultSource().keys().len(); got != 1 {
 		t.Errorf("keys loaded = %d, want 1 (only the sound key)", got)
 	}
 	if got := counterValue(t, e.reg, "tollgate_authz_jwks_refused_keys", "", ""); got != 2 {
@@ -652,7 +652,7 @@ func TestJWKSPrivateKeys(t *testing.T) {
 			}
 		})
 	}
-	if got := e.srv.keys.keys().kids(); len(got) != 1 || got[0] != main.kid {
+	if got := e.srv.defaultSource().keys().kids(); len(got) != 1 || got[0] != main.kid {
 		t.Errorf("keys loaded = %q, want only %q", got, main.kid)
 	}
 	if got := counterValue(t, e.reg, "tollgate_authz_jwks_keys_refused_total", "reason", "private_key"); got != float64(len(leakedKids)) {

@@ -40,6 +40,8 @@ var readClaims = [...][]byte{[]byte("iss"), []byte("sub"), []byte("aud"), []byte
 // pooled so that a check allocates next to nothing.
 type jsonChecker struct {
 	seg, raw, name []byte
+	iss            []byte // the payload's iss, unquoted, when it is a string
+	hasIss         bool
 	r              bytes.Reader
 	dec            jsontext.Decoder
 }
@@ -56,22 +58,33 @@ var jsonCheckers = sync.Pool{New: func() any { return new(jsonChecker) }}
 // jsontext (encoding/json/v2's syntax layer) refuses duplicate names
 // itself, comparing names after unescaping as encoding/json's map
 // decoding does, and reads without allocating.
-func checkStrictJSON(tok string) error {
+//
+// It also returns the payload's iss (hasIss is false when there is no
+// iss string), which routes the token to its issuer: the payload is
+// read once for both.
+func checkStrictJSON(tok string) (iss string, hasIss bool, err error) {
 	h, rest, _ := strings.Cut(tok, ".")
 	p, _, _ := strings.Cut(rest, ".")
 	c := jsonCheckers.Get().(*jsonChecker)
 	defer jsonCheckers.Put(c)
+	c.hasIss = false
 	if err := c.check(h, "header", false); err != nil {
-		return err
+		return "", false, err
 	}
-	return c.check(p, "payload", true)
+	if err := c.check(p, "payload", true); err != nil {
+		return "", false, err
+	}
+	if !c.hasIss {
+		return "", false, nil
+	}
+	return string(c.iss), true, nil
 }
 
 func (c *jsonChecker) check(seg, what string, payload bool) error {
 	c.seg = append(c.seg[:0], seg...)
 	raw, err := base64.RawURLEncoding.Strict().AppendDecode(c.raw[:0], c.seg)
 	if err != nil {
-		return nil // the parser refuses it as malformed
+		return fmt.Errorf("%w: %s is not strict base64url", errBadJSON, what)
 	}
 	c.raw = raw
 	return c.checkJSON(raw, what, payload)
@@ -89,9 +102,17 @@ func (c *jsonChecker) checkJSON(raw []byte, what string, payload bool) error {
 // read whole, which checks it all the same.
 func (c *jsonChecker) walk(what string, payload bool) error {
 	d := &c.dec
-	if !payload || d.PeekKind() != '{' {
+	if !payload {
 		_, err := d.ReadValue()
 		return jsonError(err, what)
+	}
+	if d.PeekKind() != '{' {
+		// RFC 7519 §7.2: the claims set is a JSON object, and a token
+		// is routed to its issuer by a member of it.
+		if _, err := d.ReadValue(); err != nil {
+			return jsonError(err, what)
+		}
+		return fmt.Errorf("%w: the payload is not a JSON object", errBadJSON)
 	}
 	if _, err := d.ReadToken(); err != nil {
 		return jsonError(err, what)
@@ -116,8 +137,16 @@ func (c *jsonChecker) walk(what string, payload bool) error {
 				}
 			}
 		}
-		if _, err := d.ReadValue(); err != nil {
+		isIss := string(c.name) == "iss" && d.PeekKind() == '"'
+		v, err := d.ReadValue()
+		if err != nil {
 			return jsonError(err, what)
+		}
+		if isIss {
+			if c.iss, err = jsontext.AppendUnquote(c.iss[:0], v); err != nil {
+				return jsonError(err, what)
+			}
+			c.hasIss = true
 		}
 	}
 	_, err := d.ReadToken()

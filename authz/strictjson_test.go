@@ -27,8 +27,8 @@ func TestCheckJSON(t *testing.T) {
 		{"typical payload", `{"iss":"i","sub":"s","aud":["a"],"exp":1,"nbf":1,"iat":1.5,"jti":"j","name":"n","roles":["user"]}`, true, nil},
 		{"typical header", `{"alg":"ES256","kid":"k","typ":"JWT"}`, false, nil},
 		{"empty object", `{}`, true, nil},
-		{"not an object", `[1,{"a":1},{"a":2}]`, true, nil},
-		{"null", `null`, true, nil},
+		{"not an object", `[1,{"a":1},{"a":2}]`, true, errBadJSON},
+		{"null", `null`, true, errBadJSON},
 		{"not JSON", `{"a":`, true, errBadJSON},
 		{"not JSON, header", `ES256`, false, errBadJSON},
 		{"invalid UTF-8 in a name", "{\"a\xff\":1}", true, errBadJSON},
@@ -88,7 +88,7 @@ func BenchmarkCheckStrictJSON(b *testing.B) {
 	tok := newTestKey(b, "ES256", "main").sign(b, claimsFor("1a2faa7d-80b4-4765-b123-f5dc8ed7f555", "user"), nil)
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := checkStrictJSON(tok); err != nil {
+		if _, _, err := checkStrictJSON(tok); err != nil {
 			b.Fatal(err)
 		}
 	}

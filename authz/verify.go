@@ -2,13 +2,17 @@ package authz
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/google/cel-go/common/types"
+	"github.com/google/cel-go/common/types/ref"
 )
 
 // Limits on the claims copied into headers, metadata and logs.
@@ -30,31 +34,72 @@ var (
 )
 
 // identity is what a verified token says about its holder. It is
-// immutable once built, so cache entries share it.
+// immutable once built (celValues is computed once, on first use), so
+// cache entries share it.
 type identity struct {
+	issuer         *trustedIssuer
 	sub, name, jti string
 	roles          []string
-	rolesHeader    string // roles joined with ",", the x-user-roles value
+	scopes         []string
+	rolesHeader    string      // roles joined with ",", the x-user-roles value
+	mapped         [][2]string // mapped headers with a value, by name
+	omitted        []string    // mapped headers left out, and why, for the log
+	claims         map[string]any
 	exp            time.Time
 	iat            time.Time  // zero when the token has none
 	allow          allowParts // built by newIdentity
+
+	celOnce sync.Once
+	cel     celValues
 }
 
-// values returns the identity header values, in identityHeaders order.
-func (id *identity) values() [len(identityHeaders)]string {
-	return [...]string{id.sub, id.name, id.rolesHeader}
+// celValues returns the identity's CEL variables, converted on first use.
+func (id *identity) celValues() *celValues {
+	id.celOnce.Do(func() {
+		a := types.DefaultTypeAdapter
+		id.cel.claims = a.NativeToValue(id.claims)
+		// Lists of CEL strings, converted once, so that `in` compares
+		// without converting each item again.
+		id.cel.roles = stringList(id.roles)
+		id.cel.scopes = stringList(id.scopes)
+	})
+	return &id.cel
 }
 
-// claims are the JWT claims Tollgate reads. Decoding into typed fields
-// means a claim of the wrong JSON type ("roles": "admin", "exp": "x",
-// "sub": 0) makes the token malformed instead of being coerced.
+func stringList(ss []string) ref.Val {
+	vs := make([]ref.Val, len(ss))
+	for i, s := range ss {
+		vs[i] = types.String(s)
+	}
+	return types.NewRefValList(types.DefaultTypeAdapter, vs)
+}
+
+// claims are the JWT claims Tollgate reads by type. Decoding into typed
+// fields means a claim of the wrong JSON type ("roles": "admin", "exp":
+// "x", "sub": 0) makes the token malformed instead of being coerced. The
+// whole payload is kept too, for claim mappings and CEL.
 type claims struct {
 	jwt.RegisteredClaims
 	Name  string   `json:"name"`
 	Roles []string `json:"roles"`
+	raw   map[string]any
 }
 
-// verifier checks a token's form, signature and claims.
+// UnmarshalJSON decodes the typed claims and keeps the payload.
+func (c *claims) UnmarshalJSON(b []byte) error {
+	type typed claims
+	var t typed
+	if err := json.Unmarshal(b, &t); err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, &t.raw); err != nil {
+		return err
+	}
+	*c = claims(t)
+	return nil
+}
+
+// verifier checks a token's form, signature and claims for one issuer.
 type verifier struct {
 	parser      *jwt.Parser
 	allowed     map[string]bool
@@ -64,9 +109,9 @@ type verifier struct {
 	leeway      time.Duration
 }
 
-func newVerifier(cfg Config, src *keySource, now func() time.Time) *verifier {
+func newVerifier(ic IssuerConfig, leeway time.Duration, src *keySource, now func() time.Time) *verifier {
 	allowed := map[string]bool{}
-	for _, a := range cfg.Algorithms {
+	for _, a := range ic.Algorithms {
 		allowed[a] = true
 	}
 	return &verifier{
@@ -76,18 +121,49 @@ func newVerifier(cfg Config, src *keySource, now func() time.Time) *verifier {
 		parser: jwt.NewParser(
 			jwt.WithExpirationRequired(),
 			jwt.WithIssuedAt(),
-			jwt.WithIssuer(cfg.Issuer),
-			jwt.WithAudience(cfg.Audience),
-			jwt.WithLeeway(cfg.Leeway),
+			jwt.WithIssuer(ic.Issuer),
+			jwt.WithAudience(ic.Audiences...),
+			jwt.WithLeeway(leeway),
 			jwt.WithStrictDecoding(),
 			jwt.WithTimeFunc(now),
 		),
 		allowed:     allowed,
 		src:         src,
 		now:         now,
-		maxLifetime: cfg.MaxTokenLifetime,
-		leeway:      cfg.Leeway,
+		maxLifetime: ic.MaxTokenLifetime,
+		leeway:      leeway,
 	}
+}
+
+var (
+	// errNoIssuer means the payload has no iss to route the token by.
+	errNoIssuer = errors.New("token has no iss")
+	// errUnknownIssuer means no configured issuer has the token's iss.
+	errUnknownIssuer = errors.New("token's iss is not a trusted issuer")
+)
+
+// verify checks tok completely and returns who it identifies and the key
+// that verified it. tok must already be within MaxTokenBytes. The token
+// is routed to its issuer by the iss the strictness check read, before
+// any key is looked at: it is verified only with that issuer's keys and
+// algorithms, and an unknown iss costs no fetch.
+func (st *trustState) verify(ctx context.Context, tok string) (*identity, *verifyKey, error) {
+	if err := checkCompact(tok); err != nil {
+		return nil, nil, err
+	}
+	iss, hasIss, err := checkStrictJSON(tok)
+	if err != nil {
+		return nil, nil, err
+	}
+	ti := st.byIss[iss]
+	switch {
+	case ti != nil:
+	case !hasIss:
+		return nil, nil, fmt.Errorf("%w: %w", jwt.ErrTokenRequiredClaimMissing, errNoIssuer)
+	default:
+		return nil, nil, fmt.Errorf("%w: %w %q", jwt.ErrTokenInvalidIssuer, errUnknownIssuer, truncate(iss, 128))
+	}
+	return ti.verifier.verify(ctx, tok, ti)
 }
 
 // checkCompact enforces the strict JWS compact form before any parsing:
@@ -120,15 +196,10 @@ func checkCompact(tok string) error {
 	return nil
 }
 
-// verify checks tok completely and returns who it identifies and the key
-// that verified it. tok must already be within MaxTokenBytes.
-func (v *verifier) verify(ctx context.Context, tok string) (*identity, *verifyKey, error) {
-	if err := checkCompact(tok); err != nil {
-		return nil, nil, err
-	}
-	if err := checkStrictJSON(tok); err != nil {
-		return nil, nil, err
-	}
+// verify checks a token routed to ti completely (checkCompact and
+// checkStrictJSON have passed) and returns who it identifies and the key
+// that verified it.
+func (v *verifier) verify(ctx context.Context, tok string, ti *trustedIssuer) (*identity, *verifyKey, error) {
 	var key *verifyKey
 	var c claims
 	_, err := v.parser.ParseWithClaims(tok, &c, func(t *jwt.Token) (any, error) {
@@ -165,7 +236,7 @@ func (v *verifier) verify(ctx context.Context, tok string) (*identity, *verifyKe
 	if err := v.checkLifetime(&c); err != nil {
 		return nil, nil, err
 	}
-	id, err := newIdentity(&c)
+	id, err := newIdentity(&c, ti)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -216,37 +287,47 @@ func (v *verifier) key(ctx context.Context, kid string) (*verifyKey, error) {
 	return nil, fmt.Errorf("%w: %q", errUnknownKid, truncate(kid, 64))
 }
 
-// newIdentity checks the claims that end up in headers and metadata.
-// They are signed by the issuer, but a header value with a newline, or a
-// role with a comma ("user,admin" would read as two roles in
-// x-user-roles), must never reach an upstream.
-func newIdentity(c *claims) (*identity, error) {
+// newIdentity reads the identity out of verified claims through ti's
+// mapping and checks what ends up in headers and metadata. It is signed
+// by the issuer, but a header value with a newline, or a role with a
+// comma ("user,admin" would read as two roles in x-user-roles), must
+// never reach an upstream.
+func newIdentity(c *claims, ti *trustedIssuer) (*identity, error) {
 	if c.ExpiresAt == nil {
 		// The parser requires exp; the cache relies on it, so check again.
 		return nil, fmt.Errorf("%w: no exp", errBadClaims)
 	}
-	if c.Subject == "" {
+	m, err := ti.mapping.apply(c.raw)
+	if err != nil {
+		return nil, err
+	}
+	if m.sub == "" {
 		return nil, fmt.Errorf("%w: no sub", errBadClaims)
 	}
-	for _, f := range []struct{ name, v string }{{"sub", c.Subject}, {"name", c.Name}, {"jti", c.ID}} {
+	for _, f := range []struct{ name, v string }{{"sub", m.sub}, {"name", m.name}, {"jti", c.ID}} {
 		if !headerSafe(f.v) {
 			return nil, fmt.Errorf("%w: %s is over %d bytes or has control characters", errBadClaims, f.name, maxClaimLen)
 		}
 	}
-	if len(c.Roles) > maxRoles {
-		return nil, fmt.Errorf("%w: %d roles, over %d", errBadClaims, len(c.Roles), maxRoles)
+	if len(m.roles) > maxRoles {
+		return nil, fmt.Errorf("%w: %d roles, over %d", errBadClaims, len(m.roles), maxRoles)
 	}
-	for _, r := range c.Roles {
-		if !validLabel(r, maxRoleLen, false) {
-			return nil, fmt.Errorf("%w: role %q is not 1-%d characters of [A-Za-z0-9._:-]", errBadClaims, truncate(r, 64), maxRoleLen)
+	for _, r := range m.roles {
+		if !validLabel(r, maxRoleLen, true) {
+			return nil, fmt.Errorf("%w: role %q is not 1-%d characters of [A-Za-z0-9._:/-]", errBadClaims, truncate(r, 64), maxRoleLen)
 		}
 	}
 	id := &identity{
-		sub:         c.Subject,
-		name:        c.Name,
+		issuer:      ti,
+		sub:         m.sub,
+		name:        m.name,
 		jti:         c.ID,
-		roles:       c.Roles,
-		rolesHeader: strings.Join(c.Roles, ","),
+		roles:       m.roles,
+		scopes:      m.scopes,
+		rolesHeader: strings.Join(m.roles, ","),
+		mapped:      m.headers,
+		omitted:     m.omitted,
+		claims:      c.raw,
 		exp:         c.ExpiresAt.Time,
 	}
 	if c.IssuedAt != nil {

@@ -32,6 +32,8 @@ type authzFlags struct {
 	revInterval     time.Duration
 	revMaxAge       time.Duration
 	revStale        string
+	configFile      string
+	reloadInterval  time.Duration
 }
 
 func (f *authzFlags) register(fs *flagSet) {
@@ -51,6 +53,8 @@ func (f *authzFlags) register(fs *flagSet) {
 	fs.Duration(&f.maxRefresh, "jwks-max-refresh", "TOLLGATE_AUTHZ_JWKS_MAX_REFRESH", d.MaxRefresh, "longest background JWKS refresh interval (used when the issuer sends no max-age)")
 	fs.Duration(&f.refetch, "jwks-refetch-interval", "TOLLGATE_AUTHZ_JWKS_REFETCH_INTERVAL", d.RefetchInterval, "least time between JWKS fetches caused by tokens with an unknown kid")
 	fs.Duration(&f.fetchTimeout, "jwks-fetch-timeout", "TOLLGATE_AUTHZ_JWKS_FETCH_TIMEOUT", d.FetchTimeout, "timeout of one discovery or JWKS request")
+	fs.String(&f.configFile, "config", "TOLLGATE_AUTHZ_CONFIG", "", "YAML file of trusted issuers, routes and a default policy, reloaded when it changes (replaces -issuer, -jwks-url, -audience)")
+	fs.Duration(&f.reloadInterval, "config-reload-interval", "TOLLGATE_AUTHZ_CONFIG_RELOAD_INTERVAL", d.ReloadInterval, "how often the -config file is checked for a change")
 	fs.Duration(&f.shutdownTimeout, "shutdown-timeout", "TOLLGATE_SHUTDOWN_TIMEOUT", d.ShutdownTimeout, "how long to wait for in-flight requests at shutdown")
 	fs.String(&f.revocationsURL, "revocations-url", "TOLLGATE_AUTHZ_REVOCATIONS_URL", d.RevocationsURL, "the issuer's revocation feed, reached directly (http://issuer:8081/revocations); empty: revocations are not followed")
 	fs.Duration(&f.revInterval, "revocations-interval", "TOLLGATE_AUTHZ_REVOCATIONS_INTERVAL", d.RevocationsInterval, "how often the revocation feed is fetched")
@@ -79,6 +83,8 @@ func (f *authzFlags) config() (authz.Config, error) {
 	cfg.RevocationsInterval = f.revInterval
 	cfg.RevocationsMaxAge = f.revMaxAge
 	cfg.RevocationsStale = f.revStale
+	cfg.ConfigFile = f.configFile
+	cfg.ReloadInterval = f.reloadInterval
 	return cfg, cfg.Validate()
 }
 

@@ -11,6 +11,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -60,6 +62,7 @@ func TestAuthzFlags(t *testing.T) {
 		RevocationsStale:    "serve",
 	}
 	defaults.MaxTokenLifetime = 24 * time.Hour
+	defaults.ReloadInterval = 2 * time.Second
 	for _, tc := range []struct {
 		name string
 		env  map[string]string
@@ -107,6 +110,14 @@ func TestAuthzFlags(t *testing.T) {
 			env:  map[string]string{"TOLLGATE_AUTHZ_MAX_TOKEN_LIFETIME": "2h"},
 			args: []string{"-max-token-lifetime", "45m"},
 			want: func(c *authz.Config) { c.MaxTokenLifetime = 45 * time.Minute },
+		},
+		{
+			name: "configuration file",
+			env:  map[string]string{"TOLLGATE_AUTHZ_CONFIG": "/etc/tollgate/authz/authz.yaml"},
+			args: []string{"-config-reload-interval", "5s"},
+			want: func(c *authz.Config) {
+				c.ConfigFile, c.ReloadInterval = "/etc/tollgate/authz/authz.yaml", 5*time.Second
+			},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -251,5 +262,18 @@ func TestAuthzCommand(t *testing.T) {
 		if got := resp.GetStatus().GetCode(); got != tc.want {
 			t.Errorf("Check(%s) = status %d, want %d", tc.name, got, tc.want)
 		}
+	}
+}
+
+// TestAuthzBadConfigFile: a bad -config file stops authz at start with
+// the file's error, naming the line.
+func TestAuthzBadConfigFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "authz.yaml")
+	if err := os.WriteFile(path, []byte("issuers:\n  - name: a\n    issuer: https://a.example\n    audiencez: [x]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := serveAuthz(context.Background(), []string{"-config", path, "-grpc-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0"}, nil)
+	if err == nil || !strings.Contains(err.Error(), path+`:4: unknown key "audiencez"`) {
+		t.Fatalf("tollgate authz -config (misspelt key) = %v, want FILE:4 naming the key", err)
 	}
 }

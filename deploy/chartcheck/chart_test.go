@@ -17,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 
+	"github.com/tollgate-dev/tollgate/authz"
 	"github.com/tollgate-dev/tollgate/envoy"
 	"github.com/tollgate-dev/tollgate/internal/testenv"
 )
@@ -126,6 +127,9 @@ func valueSets() []valueSet {
 		{name: "existing-secrets", files: []string{tv("existing-secrets.yaml")}, secret: []string{"tollgate-keys", "tollgate-admin"}},
 		{name: "rs256", files: []string{tv("rs256.yaml")}},
 		{name: "eddsa", files: []string{tv("eddsa.yaml")}},
+		{name: "trusted-issuers", files: []string{tv("trusted-issuers.yaml")}},
+		{name: "istio-example", files: []string{"k8s/examples/istio/tollgate-values.yaml"}},
+		{name: "envoy-gateway-example", files: []string{"k8s/examples/envoy-gateway/tollgate-values.yaml"}},
 		{name: "kind", files: []string{"charts/tollgate/values-kind.yaml"}},
 		{name: "tilt-dev", files: []string{"charts/tollgate/values-dev.yaml"}},
 	}
@@ -448,6 +452,51 @@ func TestValueSetsShape(t *testing.T) {
 			if *d.Spec.Replicas < 2 {
 				t.Errorf("%s: replicas %d with autoscaling on, want at least minReplicas 2", name, *d.Spec.Replicas)
 			}
+		}
+	})
+
+	t.Run("trusted-issuers: a ConfigMap authz reads and reloads, Tollgate's issuer first", func(t *testing.T) {
+		objs := objsOf(t, "trusted-issuers")
+		cm := find[*corev1.ConfigMap](t, objs, "tg-tollgate-authz-config")
+		file := cm.Data["authz.yaml"]
+		cfg := authz.DefaultConfig()
+		cfg.ConfigFile = "authz.yaml"
+		if err := authz.CheckConfigFile(cfg, "authz.yaml", []byte(file)); err != nil {
+			t.Errorf("the rendered authz.yaml is refused by authz: %v\n%s", err, file)
+		}
+		for _, want := range []string{"name: tollgate", "jwks_url: http://tg-tollgate-issuer", "name: keycloak", "path_prefix: /users"} {
+			if !strings.Contains(file, want) {
+				t.Errorf("authz.yaml lacks %q:\n%s", want, file)
+			}
+		}
+		if strings.Index(file, "name: tollgate") > strings.Index(file, "name: keycloak") {
+			t.Errorf("Tollgate's issuer is not first:\n%s", file)
+		}
+		gw := find[*appsv1.Deployment](t, objs, "tg-tollgate-gateway")
+		c := gw.Spec.Template.Spec.InitContainers[0]
+		if e, ok := envValue(c, "TOLLGATE_AUTHZ_CONFIG"); !ok || e.Value != "/etc/tollgate/authz/authz.yaml" {
+			t.Errorf("authz TOLLGATE_AUTHZ_CONFIG = %+v, want /etc/tollgate/authz/authz.yaml", e)
+		}
+		mounted := false
+		for _, m := range c.VolumeMounts {
+			if m.Name == "authz-config" {
+				mounted = true
+				// A subPath mount never sees a ConfigMap update.
+				if m.SubPath != "" || m.MountPath != "/etc/tollgate/authz" {
+					t.Errorf("authz-config mount = %+v, want the directory /etc/tollgate/authz without subPath", m)
+				}
+			}
+		}
+		if !mounted {
+			t.Errorf("authz does not mount authz-config: %+v", c.VolumeMounts)
+		}
+		for k := range gw.Spec.Template.Annotations {
+			if strings.Contains(k, "authz-config") {
+				t.Errorf("gateway pods carry %s: a config change would restart them instead of being reloaded", k)
+			}
+		}
+		if _, ok := envValue(find[*appsv1.Deployment](t, objsOf(t, "defaults"), "tg-tollgate-gateway").Spec.Template.Spec.InitContainers[0], "TOLLGATE_AUTHZ_CONFIG"); ok {
+			t.Errorf("defaults set TOLLGATE_AUTHZ_CONFIG; without authz.config authz uses its flags")
 		}
 	})
 

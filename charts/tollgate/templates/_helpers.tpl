@@ -135,6 +135,10 @@ seccompProfile:
       value: {{ .Values.authz.revocations.maxAge | quote }}
     - name: TOLLGATE_AUTHZ_REVOCATIONS_STALE
       value: {{ .Values.authz.revocations.stale | quote }}
+    {{- if .Values.authz.config }}
+    - name: TOLLGATE_AUTHZ_CONFIG
+      value: /etc/tollgate/authz/authz.yaml
+    {{- end }}
   ports:
     - name: authz-grpc
       containerPort: {{ include "tollgate.authzGRPCPort" . }}
@@ -164,6 +168,33 @@ seccompProfile:
   volumeMounts:
     - name: tmp
       mountPath: /tmp
+    {{- if .Values.authz.config }}
+    # The whole directory, not a subPath, so a change to the ConfigMap
+    # reaches the file (through its ..data symlink) and authz reloads it.
+    - name: authz-config
+      mountPath: /etc/tollgate/authz
+      readOnly: true
+    {{- end }}
+{{- end }}
+
+{{/* tollgate.authzConfigVolume: the volume of authz's configuration file, if any. */}}
+{{- define "tollgate.authzConfigVolume" -}}
+{{- if .Values.authz.config }}
+- name: authz-config
+  configMap:
+    name: {{ include "tollgate.fullname" . }}-authz-config
+{{- end }}
+{{- end }}
+
+{{/* tollgate.authzConfigFile: authz's configuration file: Tollgate's issuer, then the configured ones. */}}
+{{- define "tollgate.authzConfigFile" -}}
+{{- $algs := list }}
+{{- range splitList "," .Values.authz.algs }}{{ $algs = append $algs (trim .) }}{{ end }}
+{{- $tollgate := dict "name" "tollgate" "issuer" .Values.publicURL "jwks_url" (printf "http://%s:%v/.well-known/jwks.json" (include "tollgate.issuerHost" .) (include "tollgate.issuerPort" .)) "audiences" (list .Values.audience) "algorithms" $algs }}
+{{- $file := dict "issuers" (prepend (.Values.authz.config.issuers | default list) $tollgate) }}
+{{- with .Values.authz.config.routes }}{{ $_ := set $file "routes" . }}{{ end }}
+{{- with .Values.authz.config.default }}{{ $_ := set $file "default" . }}{{ end }}
+{{- toYaml $file }}
 {{- end }}
 
 {{- define "tollgate.egressDNS" -}}
