@@ -22,6 +22,7 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -51,6 +52,7 @@ type Server struct {
 	ready    *server.Health
 	reg      *prometheus.Registry
 	now      func() time.Time
+	tracer   trace.Tracer // nil: tracing off
 
 	// removeLists and removeHeaders are what an allow answer removes,
 	// by allowParts.missing: for gRPC as a list, for forward-auth joined
@@ -90,6 +92,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 		health: health.NewServer(),
 		reg:    reg,
 		now:    time.Now,
+		tracer: newTracer(cfg.TracerProvider),
 	}
 	s.removeLists, s.removeHeaders = removeLists(cfg.TokenHeaders)
 	s.metrics = newMetrics(reg, func() int {
@@ -104,6 +107,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
 	s.keys = newKeySource(runCtx, cfg, log, s.metrics, s.keysChanged)
+	s.keys.tracer = s.tracer
 	s.verifier = newVerifier(cfg, s.keys, func() time.Time { return s.now() })
 	s.wg.Go(s.keys.run)
 	return s, nil

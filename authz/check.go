@@ -10,6 +10,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"go.opentelemetry.io/otel/trace"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -36,10 +37,17 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	start := time.Now()
 	attrs := req.GetAttributes()
 	hr := attrs.GetRequest().GetHttp()
+	var span trace.Span
+	if s.tracer != nil {
+		ctx, span = s.startCheckSpan(ctx, envoyHeaders{hr})
+	}
 	pol, polErr := parsePolicy(attrs.GetContextExtensions())
 	d := s.decide(ctx, envoyHeaders{hr}, pol, polErr)
 	resp := s.checkResponse(d)
 	elapsed := time.Since(start)
+	if span != nil {
+		s.endCheckSpan(span, d)
+	}
 	s.record(ctx, protoGRPC, d, elapsed, requestID(envoyHeaders{hr}), hr.GetMethod(), hr.GetPath())
 	return resp, nil
 }

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Defaults, the values DefaultConfig starts from.
@@ -87,6 +89,9 @@ type Config struct {
 	// HTTPClient fetches discovery and the JWKS; nil means a client of
 	// authz's own with FetchTimeout.
 	HTTPClient *http.Client
+	// TracerProvider records a span per check (and per JWKS fetch a
+	// check waits on); nil turns tracing off at no cost.
+	TracerProvider trace.TracerProvider
 }
 
 // DefaultConfig returns the configuration `tollgate authz` starts from:

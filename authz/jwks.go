@@ -16,6 +16,7 @@ import (
 
 	"github.com/lestrrat-go/httpcc"
 	"github.com/lestrrat-go/jwx/v2/jwk"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // maxDocumentBytes bounds a discovery document or JWKS body.
@@ -47,6 +48,7 @@ type keySource struct {
 	cfg      Config
 	log      *slog.Logger
 	metrics  *metrics
+	tracer   trace.Tracer             // nil: tracing off
 	onChange func(prev, next *keySet) // called after each change, outside the lock
 
 	current atomic.Pointer[keySet] // nil until the first successful fetch
@@ -136,10 +138,13 @@ func (s *keySource) refetch(ctx context.Context) bool {
 	s.metrics.refetches.WithLabelValues("fetched").Inc()
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.FetchTimeout)
 	defer cancel()
+	endSpan := s.traceFetchWait(ctx)
 	select {
 	case <-call.done:
+		endSpan(true)
 		return true
 	case <-ctx.Done():
+		endSpan(false)
 		return false
 	}
 }
