@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"net"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/tollgate-dev/tollgate/authz"
 	"github.com/tollgate-dev/tollgate/internal/server"
+	"github.com/tollgate-dev/tollgate/internal/telemetry"
 )
 
 // authzFlags are the settings of `tollgate authz`.
@@ -100,7 +102,16 @@ func serveAuthz(ctx context.Context, args []string, onListen func(grpcAddr, http
 	if err != nil {
 		return err
 	}
-	srv, err := authz.New(ctx, cfg, log, server.NewRegistry())
+	tr, err := tracingFromEnv(os.Environ())
+	if err != nil {
+		return err
+	}
+	defer flushTracing(tr)
+	reg := server.NewRegistry()
+	if cfg.TracerProvider, err = tr.Provider(ctx, serviceName(telemetry.ServiceAuthz), reg); err != nil {
+		return err
+	}
+	srv, err := authz.New(ctx, cfg, log, reg)
 	if err != nil {
 		return err
 	}

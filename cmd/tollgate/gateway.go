@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"os"
 
 	"github.com/tollgate-dev/tollgate/envoy"
 	"github.com/tollgate-dev/tollgate/envoy/gateway"
+	"github.com/tollgate-dev/tollgate/internal/telemetry"
 )
 
 // runGateway serves an Envoy bootstrap with the dev gateway until ctx is
@@ -29,6 +31,14 @@ func runGateway(ctx context.Context, args []string) error {
 	opts.Logger = log
 	b, err := envoy.LoadFile(config)
 	if err != nil {
+		return err
+	}
+	tr, err := tracingFromEnv(os.Environ())
+	if err != nil {
+		return err
+	}
+	defer flushTracing(tr)
+	if opts.TracerProvider, err = tr.Provider(ctx, serviceName(telemetry.ServiceGateway), nil); err != nil {
 		return err
 	}
 	g, err := gateway.New(b, opts)

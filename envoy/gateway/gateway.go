@@ -23,10 +23,13 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
 	"github.com/tollgate-dev/tollgate/envoy"
 	"github.com/tollgate-dev/tollgate/internal/server"
+	"github.com/tollgate-dev/tollgate/internal/telemetry"
 )
 
 // Options adjust how a Gateway runs a bootstrap without editing it.
@@ -48,6 +51,11 @@ type Options struct {
 	// ShutdownTimeout bounds Serve's graceful drain, as Envoy's
 	// --drain-time-s does.
 	ShutdownTimeout time.Duration
+	// TracerProvider, when set, records the gateway's spans instead of
+	// the bootstrap's tracing block (which exports to its own cluster).
+	// With neither, the gateway traces nothing but still passes a
+	// client's traceparent through like any other header.
+	TracerProvider trace.TracerProvider
 }
 
 // DefaultShutdownTimeout is DefaultOptions' ShutdownTimeout.
@@ -72,6 +80,10 @@ type Gateway struct {
 
 	draining  atomic.Bool
 	closeOnce sync.Once
+
+	tracer     trace.Tracer       // nil: tracing off
+	ownTracing *telemetry.Tracing // the bootstrap tracing block's exporter, if used
+	reg        *prometheus.Registry
 }
 
 // New validates b (envoy.Validate), makes sure the gateway implements
@@ -108,6 +120,7 @@ func New(b *bootstrapv3.Bootstrap, opts Options) (*Gateway, error) {
 		cfg:      cfg,
 		clusters: map[string]*upstream{},
 		shutdown: opts.ShutdownTimeout,
+		reg:      prometheus.NewRegistry(),
 	}
 	for name, cc := range cfg.clusters {
 		u, err := newUpstream(cc)
@@ -122,6 +135,10 @@ func New(b *bootstrapv3.Bootstrap, opts Options) (*Gateway, error) {
 	}
 	if cfg.authz != nil {
 		g.authz = authv3.NewAuthorizationClient(g.clusters[cfg.authz.cluster].conn)
+	}
+	if err := g.setupTracing(opts); err != nil {
+		g.closeConns()
+		return nil, err
 	}
 	return g, nil
 }
@@ -202,6 +219,7 @@ func (g *Gateway) newServer() *http.Server {
 func (g *Gateway) Close() error {
 	g.closeOnce.Do(func() {
 		g.draining.Store(true)
+		g.shutdownTracing()
 		g.closeConns()
 		for _, u := range g.clusters {
 			if u.transport != nil {
@@ -251,13 +269,19 @@ type stream struct {
 	responseMutations []headerMutation // ext_authz OK response_headers_to_add
 	authz             string           // outcome, for the log
 	status            int
-	flags             string // Envoy's response flags, for the log
+	flags             string          // Envoy's response flags, for the log
+	span              trace.Span      // nil without tracing
+	traceCtx          context.Context // carries span
 }
 
 // ServeHTTP runs one request the way Envoy's HTTP connection manager,
 // ext_authz filter and router would.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := &stream{id: rand.Uint64(), start: time.Now(), r: r, authz: "skipped"}
+	if g.tracer != nil {
+		g.startStream(s)
+		defer g.endStream(s)
+	}
 	defer func() {
 		g.log.Info("request", "method", r.Method, "path", r.URL.RequestURI(), "status", s.status,
 			"flags", flagsOrDash(s.flags), "route", routeName(s.route), "authz", s.authz,
@@ -539,13 +563,15 @@ func remoteAddr(r *http.Request) net.Addr {
 func (g *Gateway) check(w http.ResponseWriter, s *stream, ctxExt map[string]string) bool {
 	af := g.cfg.authz
 	req := newCheckRequest(s.h, remoteAddr(s.r), localAddr(s.r), protocolString(s.r), s.id, s.start, ctxExt)
-	resp, err := g.callAuthz(s.r.Context(), req)
+	ctx, endSpan := g.startAuthzCall(s.r.Context(), s)
+	resp, err := g.callAuthz(ctx, req)
 	var res checkResult
 	if err != nil {
 		res = checkResult{outcome: checkError, detail: err.Error()}
 	} else {
 		res = interpret(resp, af.validateMutations)
 	}
+	endSpan(res)
 	s.authz = res.outcome.String()
 	switch res.outcome {
 	case checkOK:

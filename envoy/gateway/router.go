@@ -163,6 +163,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, s *stream) {
 			pr.Out.URL = target
 			pr.Out.Host = h.value(":authority")
 			pr.Out.Header = h.httpHeader()
+			g.injectUpstream(s, pr.Out.Header)
 			if _, ok := pr.Out.Header["User-Agent"]; !ok {
 				pr.Out.Header["User-Agent"] = []string{""} // no Go default
 			}
