@@ -18,6 +18,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -53,6 +54,11 @@ type Server struct {
 	reg      *prometheus.Registry
 	now      func() time.Time
 	tracer   trace.Tracer // nil: tracing off
+	// decisions is the logger of the per-check lines: log itself, or
+	// log through logs (asynchronous) when LogBuffer > 0.
+	decisions *slog.Logger
+	logs      *logQueue
+	allowSeq  atomic.Uint64
 
 	// removeLists and removeHeaders are what an allow answer removes,
 	// by allowParts.missing: for gRPC as a list, for forward-auth joined
@@ -101,6 +107,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 		}
 		return s.cache.len()
 	})
+	s.decisions = log
+	if cfg.LogBuffer > 0 {
+		s.logs = newLogQueue(cfg.LogBuffer, s.metrics.logsDropped)
+		s.decisions = slog.New(asyncHandler{next: log.Handler(), q: s.logs})
+	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	s.health.SetServingStatus(AuthorizationService, healthpb.HealthCheckResponse_NOT_SERVING)
 	s.ready = server.NewHealth(map[string]server.Check{"jwks": s.keysReady})
@@ -181,6 +192,9 @@ func (s *Server) Close() error {
 	s.cancel()
 	s.wg.Wait()
 	s.cfg.HTTPClient.CloseIdleConnections()
+	if s.logs != nil {
+		s.logs.close()
+	}
 	return nil
 }
 
@@ -220,6 +234,9 @@ func (s *Server) HTTPHandler() http.Handler {
 		fa := http.HandlerFunc(s.serveForwardAuth)
 		mux.Handle("/auth", fa)
 		mux.Handle("/auth/", fa)
+		if s.cfg.Explain {
+			mux.HandleFunc("POST /explain", s.serveExplain)
+		}
 		s.ready.Register(mux, s.reg)
 		mux.HandleFunc("/", httpapi.NotFound)
 		s.httpHandler = server.Instrument(s.log, server.NewMetrics(s.reg), mux)

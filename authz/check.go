@@ -285,7 +285,7 @@ func (s *Server) record(ctx context.Context, proto int, d decision, elapsed time
 	if d.reason == reasonBadPolicy {
 		level = slog.LevelWarn
 	}
-	if !s.log.Enabled(ctx, level) {
+	if !s.decisions.Enabled(ctx, level) || (o == allowed && !s.logAllow()) {
 		return
 	}
 	path, _, _ = strings.Cut(path, "?")
@@ -309,5 +309,5 @@ func (s *Server) record(ctx context.Context, proto int, d decision, elapsed time
 	if d.err != nil {
 		attrs = append(attrs, slog.String("err", d.err.Error()))
 	}
-	s.log.LogAttrs(ctx, level, "check", attrs...)
+	s.decisions.LogAttrs(ctx, level, "check", attrs...)
 }

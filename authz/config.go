@@ -89,6 +89,19 @@ type Config struct {
 	// HTTPClient fetches discovery and the JWKS; nil means a client of
 	// authz's own with FetchTimeout.
 	HTTPClient *http.Client
+	// LogBuffer is how many decision log lines wait to be written by a
+	// goroutine of their own; a check never waits for one, and a line
+	// that finds the buffer full is dropped and counted in
+	// tollgate_authz_decision_logs_dropped_total. Zero writes each line
+	// within its check, as a plain logger does.
+	LogBuffer int
+	// LogAllowSample logs one allow decision in LogAllowSample: 1 logs
+	// every allow, 0 none. Denials are always logged.
+	LogAllowSample int
+	// Explain turns on POST /explain on the HTTP port: the decision for a
+	// token an operator pastes, explained. It is read-only, but says more
+	// about a token than a check answers, so it is for operators only.
+	Explain bool
 	// TracerProvider records a span per check (and per JWKS fetch a
 	// check waits on); nil turns tracing off at no cost.
 	TracerProvider trace.TracerProvider
@@ -108,6 +121,8 @@ func DefaultConfig() Config {
 		RefetchInterval: DefaultRefetchInterval,
 		FetchTimeout:    DefaultFetchTimeout,
 		ShutdownTimeout: DefaultShutdownTimeout,
+		LogBuffer:       DefaultLogBuffer,
+		LogAllowSample:  DefaultLogAllowSample,
 	}
 }
 
@@ -164,6 +179,12 @@ func (c Config) validate() (Config, error) {
 	c.TokenHeaders = headers
 	if c.Leeway < 0 {
 		errs = append(errs, fmt.Errorf("leeway %v is negative", c.Leeway))
+	}
+	if c.LogBuffer < 0 {
+		errs = append(errs, fmt.Errorf("log buffer %d is negative", c.LogBuffer))
+	}
+	if c.LogAllowSample < 0 {
+		errs = append(errs, fmt.Errorf("allow log sample %d is negative (1 logs every allow, 0 none)", c.LogAllowSample))
 	}
 	if c.CacheSize < 0 {
 		errs = append(errs, fmt.Errorf("cache size %d is negative", c.CacheSize))

@@ -51,7 +51,8 @@ type keySource struct {
 	tracer   trace.Tracer             // nil: tracing off
 	onChange func(prev, next *keySet) // called after each change, outside the lock
 
-	current atomic.Pointer[keySet] // nil until the first successful fetch
+	current  atomic.Pointer[keySet] // nil until the first successful fetch
+	loadedAt atomic.Int64           // unix nanoseconds of the last successful fetch (or 304)
 
 	mu        sync.Mutex
 	jwksURL   string     // resolved; empty until discovery succeeds
@@ -217,9 +218,11 @@ func (s *keySource) fetch(ctx context.Context, call *fetchCall) {
 	case notModified:
 		s.metrics.fetches.WithLabelValues("not_modified").Inc()
 		s.metrics.lastSuccess.SetToCurrentTime()
+		s.loadedAt.Store(time.Now().UnixNano())
 	default:
 		s.metrics.fetches.WithLabelValues("ok").Inc()
 		s.metrics.lastSuccess.SetToCurrentTime()
+		s.loadedAt.Store(time.Now().UnixNano())
 		s.current.Store(next)
 		s.metrics.keys.Set(float64(next.len()))
 		if changed(prev, next) {

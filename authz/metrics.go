@@ -25,6 +25,7 @@ type metrics struct {
 	lastSuccess prometheus.Gauge
 	cacheHits   prometheus.Counter
 	cacheMisses prometheus.Counter
+	logsDropped prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, cacheLen func() int) *metrics {
@@ -66,6 +67,10 @@ func newMetrics(reg prometheus.Registerer, cacheLen func() int) *metrics {
 			Name: "tollgate_authz_token_cache_misses_total",
 			Help: "Checks whose token was not in the verified-token cache.",
 		}),
+		logsDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tollgate_authz_decision_logs_dropped_total",
+			Help: "Decision log lines dropped because the log buffer was full.",
+		}),
 	}
 	for r := range numReasons {
 		m.checks[r] = checks.WithLabelValues(r.outcome().String(), r.String())
@@ -81,7 +86,7 @@ func newMetrics(reg prometheus.Registerer, cacheLen func() int) *metrics {
 	for _, r := range []string{"fetched", "rate_limited"} {
 		m.refetches.WithLabelValues(r)
 	}
-	reg.MustRegister(checks, latency, m.fetches, m.refetches, m.keys, m.refused, m.lastSuccess, m.cacheHits, m.cacheMisses,
+	reg.MustRegister(checks, latency, m.fetches, m.refetches, m.keys, m.refused, m.lastSuccess, m.cacheHits, m.cacheMisses, m.logsDropped,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "tollgate_authz_token_cache_entries",
 			Help: "Entries in the verified-token cache.",

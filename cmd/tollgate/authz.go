@@ -29,6 +29,9 @@ type authzFlags struct {
 	refetch         time.Duration
 	fetchTimeout    time.Duration
 	shutdownTimeout time.Duration
+	logBuffer       int
+	logAllowSample  int
+	explain         bool
 }
 
 func (f *authzFlags) register(fs *flagSet) {
@@ -48,6 +51,9 @@ func (f *authzFlags) register(fs *flagSet) {
 	fs.Duration(&f.refetch, "jwks-refetch-interval", "TOLLGATE_AUTHZ_JWKS_REFETCH_INTERVAL", d.RefetchInterval, "least time between JWKS fetches caused by tokens with an unknown kid")
 	fs.Duration(&f.fetchTimeout, "jwks-fetch-timeout", "TOLLGATE_AUTHZ_JWKS_FETCH_TIMEOUT", d.FetchTimeout, "timeout of one discovery or JWKS request")
 	fs.Duration(&f.shutdownTimeout, "shutdown-timeout", "TOLLGATE_SHUTDOWN_TIMEOUT", d.ShutdownTimeout, "how long to wait for in-flight requests at shutdown")
+	fs.Int(&f.logBuffer, "log-buffer", "TOLLGATE_AUTHZ_LOG_BUFFER", d.LogBuffer, "decision log lines buffered for asynchronous writing; a full buffer drops and counts (0 writes each line within its check)")
+	fs.Int(&f.logAllowSample, "log-allow-sample", "TOLLGATE_AUTHZ_LOG_ALLOW_SAMPLE", d.LogAllowSample, "log one allow decision in N (1 every allow, 0 none); denials are always logged")
+	fs.Bool(&f.explain, "explain", "TOLLGATE_AUTHZ_EXPLAIN", d.Explain, "answer POST /explain on the HTTP port (tollgate authz explain -authz URL); never expose it beyond operators")
 }
 
 // config turns the flags into an authz.Config, refusing what authz.New
@@ -66,6 +72,9 @@ func (f *authzFlags) config() (authz.Config, error) {
 	cfg.RefetchInterval = f.refetch
 	cfg.FetchTimeout = f.fetchTimeout
 	cfg.ShutdownTimeout = f.shutdownTimeout
+	cfg.LogBuffer = f.logBuffer
+	cfg.LogAllowSample = f.logAllowSample
+	cfg.Explain = f.explain
 	return cfg, cfg.Validate()
 }
 
