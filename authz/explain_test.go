@@ -36,13 +36,13 @@ func TestExplain(t *testing.T) {
 		wantHeader string // x-user-roles an allow sets
 	}{
 		{"allow", ExplainRequest{Token: key.sign(t, claimsFor("user-1", "admin"), nil), Policy: map[string]string{"require": "admin"}},
-			"allow", 200, `signature by key "`+key.kid+`" (ES256) verified; expires in 59m5`, "user-1", "admin"},
+			"allow", 200, `signature by key "` + key.kid + `" (ES256) verified; expires in 59m5`, "user-1", "admin"},
 		{"allow, Bearer prefix", ExplainRequest{Token: "Bearer " + key.sign(t, claimsFor("user-1"), nil)},
 			"allow", 200, "verified", "user-1", ""},
 		{"expired", ExplainRequest{Token: key.sign(t, expired, nil)}, "deny", 401, "expired 3m12s ago", "user-2", ""},
 		{"unknown kid", ExplainRequest{Token: other.sign(t, claimsFor("user-1"), nil)}, "deny", 401,
-			`kid "`+other.kid+`" not in the issuer's key set (1 keys, refreshed `, "", ""},
-		{"bad signature", ExplainRequest{Token: tampered}, "deny", 401, `signature does not verify with key "`+key.kid+`"`, "", ""},
+			`kid "` + other.kid + `" not in the issuer's key set (1 keys, refreshed `, "", ""},
+		{"bad signature", ExplainRequest{Token: tampered}, "deny", 401, `signature does not verify with key "` + key.kid + `"`, "", ""},
 		{"missing role", ExplainRequest{Token: key.sign(t, claimsFor("user-3", "user"), nil), Policy: map[string]string{"require": "admin"}},
 			"deny", 403, "token lacks role admin (the route requires admin; the token has: user)", "user-3", ""},
 		{"no token", ExplainRequest{}, "deny", 401, "no token given", "", ""},
