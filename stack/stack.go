@@ -591,6 +591,9 @@ func (st *Stack) startAuthz(ctx context.Context, s *service, ls map[string]net.L
 	cfg.Issuer = st.issuerURL
 	cfg.JWKSURL = "http://" + dialAddr(st.addrs.Issuer) + "/.well-known/jwks.json"
 	cfg.ShutdownTimeout = st.cfg.ShutdownTimeout
+	// An operator running the stack locally may ask why a token is
+	// refused (tollgate authz explain -authz http://<authz HTTP>).
+	cfg.Explain = true
 	if st.cfg.AuthzConfig != nil {
 		st.cfg.AuthzConfig(&cfg)
 	}

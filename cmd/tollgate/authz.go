@@ -91,6 +91,9 @@ func authzList(s string) []string {
 }
 
 func runAuthz(ctx context.Context, args []string) error {
+	if len(args) > 0 && args[0] == "explain" {
+		return runExplain(ctx, args[1:], os.Stdin, os.Stdout)
+	}
 	return serveAuthz(ctx, args, nil)
 }
 

@@ -54,6 +54,8 @@ func TestAuthzFlags(t *testing.T) {
 		RefetchInterval: 30 * time.Second,
 		FetchTimeout:    5 * time.Second,
 		ShutdownTimeout: 15 * time.Second,
+		LogBuffer:       8192,
+		LogAllowSample:  1,
 	}
 	for _, tc := range []struct {
 		name string
