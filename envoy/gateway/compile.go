@@ -25,6 +25,7 @@ type compiled struct {
 	routes     *routeTable
 	authz      *authzFilter   // nil when the HCM has no ext_authz filter
 	tracing    *tracingConfig // nil when the HCM has no tracing block
+	statPrefix string         // the HCM's stat_prefix
 	clusters   map[string]*clusterConfig
 }
 
@@ -211,6 +212,7 @@ func (c *compiled) compileHCM(hcm *hcmv3.HttpConnectionManager, path string) err
 		s.escapedSlashes = hcmv3.HttpConnectionManager_KEEP_UNCHANGED
 	}
 	c.hcm = s
+	c.statPrefix = hcm.GetStatPrefix()
 	if t := hcm.GetTracing(); t != nil {
 		tc, err := compileTracing(t, path+".tracing", c.clusters)
 		if err != nil {

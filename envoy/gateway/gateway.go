@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -26,6 +27,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/tollgate-dev/tollgate/envoy"
 	"github.com/tollgate-dev/tollgate/internal/server"
@@ -81,6 +84,9 @@ type Gateway struct {
 	draining  atomic.Bool
 	closeOnce sync.Once
 
+	stats      *stats
+	bootstrap  *bootstrapv3.Bootstrap // as loaded, for /config_dump
+	loaded     time.Time
 	tracer     trace.Tracer       // nil: tracing off
 	ownTracing *telemetry.Tracing // the bootstrap tracing block's exporter, if used
 	reg        *prometheus.Registry
@@ -136,6 +142,12 @@ func New(b *bootstrapv3.Bootstrap, opts Options) (*Gateway, error) {
 	if cfg.authz != nil {
 		g.authz = authv3.NewAuthorizationClient(g.clusters[cfg.authz.cluster].conn)
 	}
+	names := make([]string, 0, len(g.clusters))
+	for n := range g.clusters {
+		names = append(names, n)
+	}
+	g.stats = newStats(g.reg, cfg.statPrefix, names)
+	g.keepBootstrap(b)
 	if err := g.setupTracing(opts); err != nil {
 		g.closeConns()
 		return nil, err
@@ -237,22 +249,6 @@ func (g *Gateway) closeConns() {
 	g.conns = nil
 }
 
-// adminHandler is the part of Envoy's admin interface the gateway has:
-// GET /ready answers "LIVE" while serving.
-func (g *Gateway) adminHandler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=UTF-8")
-		if g.draining.Load() {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			io.WriteString(w, "DRAINING\n")
-			return
-		}
-		io.WriteString(w, "LIVE\n")
-	})
-	return mux
-}
-
 // Handler is the gateway's request handler, for callers that run their
 // own server. It still needs the listener's local address in the request
 // context (http.LocalAddrContextKey), which http.Server provides.
@@ -283,6 +279,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer g.endStream(s)
 	}
 	defer func() {
+		g.stats.downstream(s.status)
 		g.log.Info("request", "method", r.Method, "path", r.URL.RequestURI(), "status", s.status,
 			"flags", flagsOrDash(s.flags), "route", routeName(s.route), "authz", s.authz,
 			"request_id", s.h.valueOrEmpty("x-request-id"), "duration", time.Since(s.start))
@@ -575,6 +572,7 @@ func (g *Gateway) check(w http.ResponseWriter, s *stream, ctxExt map[string]stri
 	s.authz = res.outcome.String()
 	switch res.outcome {
 	case checkOK:
+		g.stats.authz[authzOK].Inc()
 		for _, m := range res.requestMutations {
 			m.apply(s.h)
 		}
@@ -586,16 +584,20 @@ func (g *Gateway) check(w http.ResponseWriter, s *stream, ctxExt map[string]stri
 		s.responseMutations = res.responseMutations
 		return true
 	case checkDenied:
+		g.stats.authz[authzDenied].Inc()
 		g.log.Debug("ext_authz denied", "detail", res.detail, "status", res.status)
 		s.flags = flagAuthzDenied
 		g.localReply(w, s, res.status, res.body, res.localMutations)
 		return false
 	case checkInvalid:
+		g.stats.authz[authzInvalid].Inc()
 		g.log.Warn("ext_authz response rejected", "detail", res.detail)
 		g.localReply(w, s, http.StatusInternalServerError, "", nil)
 		return false
 	default: // checkError
+		g.stats.authz[authzError].Inc()
 		if af.failureModeAllow {
+			g.stats.authz[authzFailureModeAllowed].Inc()
 			g.log.Warn("ext_authz failed; allowing the request (failure_mode_allow)", "err", res.detail)
 			s.authz = "error-allowed"
 			return true
@@ -615,11 +617,26 @@ func (g *Gateway) callAuthz(ctx context.Context, req *authv3.CheckRequest) (*aut
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.authz.timeout)
 	defer cancel()
 	if err := u.breaker.acquire(ctx, nil); err != nil {
+		if errors.Is(err, errOverflow) {
+			g.stats.overflows.WithLabelValues(u.cfg.name).Inc()
+		}
 		return nil, err
 	}
 	defer u.breaker.release()
 	u.reconnectIfFailed()
-	return g.authz.Check(ctx, req)
+	endpoint := u.cfg.endpoints[0] // gRPC balances itself; per-host counts go to the first
+	g.stats.upstreamSent(u, endpoint)
+	resp, err := g.authz.Check(ctx, req)
+	switch {
+	case err == nil || status.Code(err) != codes.Unavailable && status.Code(err) != codes.DeadlineExceeded:
+		g.stats.upstreamStatus(u, endpoint, http.StatusOK) // gRPC answers in HTTP 200
+	case status.Code(err) == codes.DeadlineExceeded:
+		g.stats.timeouts.WithLabelValues(u.cfg.name).Inc()
+		g.stats.upstreamStatus(u, endpoint, http.StatusGatewayTimeout)
+	default:
+		g.stats.upstreamStatus(u, endpoint, http.StatusServiceUnavailable)
+	}
+	return resp, err
 }
 
 // localReply answers the client from the gateway (Envoy's sendLocalReply):
