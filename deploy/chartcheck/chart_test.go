@@ -120,6 +120,7 @@ func valueSets() []valueSet {
 		{name: "postgres-3-replicas", files: []string{tv("postgres.yaml")}, secret: []string{"tollgate-db"}},
 		{name: "no-networkpolicy", files: []string{tv("no-networkpolicy.yaml")}},
 		{name: "monitoring", files: []string{tv("monitoring.yaml")}},
+		{name: "tracing", files: []string{tv("tracing.yaml")}},
 		{name: "existing-secrets", files: []string{tv("existing-secrets.yaml")}, secret: []string{"tollgate-keys", "tollgate-admin"}},
 		{name: "rs256", files: []string{tv("rs256.yaml")}},
 		{name: "eddsa", files: []string{tv("eddsa.yaml")}},

@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -176,13 +178,21 @@ func (g *Gateway) serveConfigDump(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	out, err := protojson.MarshalOptions{Multiline: true, Indent: " "}.Marshal(&adminv3.ConfigDump{Configs: []*anypb.Any{bd}})
+	// Envoy prints proto field names; protojson's spacing is unstable on
+	// purpose, so the output is indented again for readers and diffs.
+	out, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(&adminv3.ConfigDump{Configs: []*anypb.Any{bd}})
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
+	var buf bytes.Buffer
+	if err := json.Indent(&buf, out, "", "  "); err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	buf.WriteByte('\n')
 	w.Header().Set("Content-Type", "application/json")
-	w.Write(append(out, '\n'))
+	w.Write(buf.Bytes())
 }
 
 // keepBootstrap records what /config_dump shows.

@@ -123,9 +123,9 @@ func TestAdminConfigDump(t *testing.T) {
 					Clusters []struct {
 						Name string `json:"name"`
 					} `json:"clusters"`
-				} `json:"staticResources"`
+				} `json:"static_resources"`
 			} `json:"bootstrap"`
-			LastUpdated string `json:"lastUpdated"`
+			LastUpdated string `json:"last_updated"`
 		} `json:"configs"`
 	}
 	if err := json.Unmarshal([]byte(body), &dump); err != nil {
