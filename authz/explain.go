@@ -27,7 +27,8 @@ type ExplainRequest struct {
 // Explanation is one decision in an operator's terms. It never repeats
 // the token; the claims are those of a token whose signature verified.
 type Explanation struct {
-	Decision string            `json:"decision"` // allow or deny
+	Request  string            `json:"request,omitempty"` // method and path (without the query) as given
+	Decision string            `json:"decision"`          // allow or deny
 	Reason   string            `json:"reason"`   // e.g. "expired 3m12s ago"
 	Code     string            `json:"code"`     // the reason label of tollgate_authz_checks_total
 	Status   int               `json:"status"`   // what the client would get
@@ -72,6 +73,10 @@ func (s *Server) Explain(ctx context.Context, req ExplainRequest) Explanation {
 	}
 	o := d.outcome()
 	e := Explanation{Decision: o.String(), Code: d.reason.String(), Status: o.httpStatus()}
+	if req.Method != "" || req.Path != "" {
+		path, _, _ := strings.Cut(req.Path, "?")
+		e.Request = strings.TrimSpace(truncate(req.Method, 16) + " " + truncate(path, 256))
+	}
 	hdr, c := peek(tok)
 	e.Reason = s.explainReason(d, verr, hdr, c, req.Policy)
 	if signatureVerified(d.reason) && c != nil {

@@ -188,3 +188,39 @@ func TestNoTracerNoSpans(t *testing.T) {
 		t.Errorf("tracer without a TracerProvider = %v, want nil (tracing off)", e.srv.tracer)
 	}
 }
+
+// discardExporter drops every span it is given.
+type discardExporter struct{}
+
+func (discardExporter) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
+func (discardExporter) Shutdown(context.Context) error                             { return nil }
+
+// BenchmarkCheckTracing puts the cached check side by side with tracing
+// off (no provider) and on (always_on, batched to an exporter that
+// drops), so the span's own cost shows.
+func BenchmarkCheckTracing(b *testing.B) {
+	key := newTestKey(b, "ES256", "main")
+	for _, bc := range []struct {
+		name string
+		tp   trace.TracerProvider
+	}{
+		{"off", nil},
+		{"on", sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()),
+			sdktrace.WithBatcher(discardExporter{}))},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			jw := newJWKSServer(b, key)
+			srv, err := New(context.Background(), testConfig(Config{
+				Issuer: testIssuer, JWKSURL: jw.jwksURL(), CacheSize: DefaultCacheSize, TracerProvider: bc.tp,
+			}), nil, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer srv.Close()
+			waitFor(b, "ready", func() bool { return srv.Ready(context.Background()) == nil })
+			req := envoyRequest("GET", "/books", bearer(key.sign(b, claimsFor("u-1", "user"), nil)), nil)
+			req.Attributes.Request.Http.Headers["traceparent"] = clientParent
+			benchCheck(b, srv, req, true)
+		})
+	}
+}

@@ -142,6 +142,9 @@ func explainOffline(ctx context.Context, cfg authz.Config, req authz.ExplainRequ
 }
 
 func printExplanation(w io.Writer, e authz.Explanation) {
+	if e.Request != "" {
+		fmt.Fprintf(w, "request: %s\n", e.Request)
+	}
 	fmt.Fprintf(w, "decision: %s\nreason: %s\nstatus: %d\n", e.Decision, e.Reason, e.Status)
 	if e.Issuer != "" {
 		fmt.Fprintf(w, "issuer: %s\n", e.Issuer)

@@ -98,7 +98,9 @@ func TestExplainCommand(t *testing.T) {
 		wantErr string
 	}{
 		{"offline allow", append(offline, "-policy", "require=admin", good), "",
-			[]string{"decision: allow", "status: 200", "issuer: https://issuer.test", "  sub: u-1", "  x-user-roles: admin"}, ""},
+			[]string{"request: GET /\n", "decision: allow", "status: 200", "issuer: https://issuer.test", "  sub: u-1", "  x-user-roles: admin"}, ""},
+		{"offline, the request given", append(offline, "-method", "DELETE", "-path", "/books/7?x=secret", good), "",
+			[]string{"request: DELETE /books/7\n", "decision: allow"}, ""},
 		{"offline expired, token on stdin", offline, expired + "\n",
 			[]string{"decision: deny", "reason: expired 3m1", "status: 401"}, ""},
 		{"remote missing role", []string{"-authz", running.URL, "-policy", "require=admin", f.sign(t, time.Hour, "user")}, "",
