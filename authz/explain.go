@@ -29,9 +29,9 @@ type ExplainRequest struct {
 type Explanation struct {
 	Request  string            `json:"request,omitempty"` // method and path (without the query) as given
 	Decision string            `json:"decision"`          // allow or deny
-	Reason   string            `json:"reason"`   // e.g. "expired 3m12s ago"
-	Code     string            `json:"code"`     // the reason label of tollgate_authz_checks_total
-	Status   int               `json:"status"`   // what the client would get
+	Reason   string            `json:"reason"`            // e.g. "expired 3m12s ago"
+	Code     string            `json:"code"`              // the reason label of tollgate_authz_checks_total
+	Status   int               `json:"status"`            // what the client would get
 	Issuer   string            `json:"issuer,omitempty"`
 	Claims   map[string]any    `json:"claims,omitempty"`
 	Headers  map[string]string `json:"headers,omitempty"` // what an allow sets for the upstream
