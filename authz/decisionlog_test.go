@@ -44,7 +44,8 @@ func TestDecisionLogSampling(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newTestEnv(t, Config{LogBuffer: tc.buffer, LogAllowSample: tc.sample}, key)
+			e := newTestEnv(t, Config{LogBuffer: tc.buffer}, key)
+			e.srv.cfg.LogAllowSample = tc.sample // testConfig would turn a 0 into 1
 			e.waitReady()
 			tok := key.sign(t, claimsFor("user-1"), nil)
 			for range tc.allows {
