@@ -185,7 +185,12 @@ func (q *queue) OnEnd(s sdktrace.ReadOnlySpan) {
 		return
 	}
 	q.pending.Add(1)
-	q.ch <- s
+	select {
+	case q.ch <- s:
+	default:
+		q.pending.Add(-1)
+		q.dropped.Inc()
+	}
 }
 
 // ForceFlush waits until every accepted span reached the batch
