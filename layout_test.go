@@ -33,28 +33,31 @@ const (
 // boxes places every package of the module; a new package must be placed
 // here, deliberately.
 var boxes = map[string]box{
-	"cmd/tollgate":       boxCmd,
-	"stack":              boxStack,
-	"issuer":             boxService,
-	"authz":              boxService,
-	"books":              boxService,
-	"envoy/gateway":      boxGateway,
-	"envoy":              boxEnvoy,
-	"internal/httpapi":   boxShared,
-	"internal/server":    boxShared,
-	"internal/store":     boxShared,
+	"cmd/tollgate":      boxCmd,
+	"stack":             boxStack,
+	"issuer":            boxService,
+	"authz":             boxService,
+	"books":             boxService,
+	"envoy/gateway":     boxGateway,
+	"envoy":             boxEnvoy,
+	"internal/httpapi":  boxShared,
+	"internal/server":   boxShared,
+	"internal/store":    boxShared,
+	"internal/testenv":  boxTest,
+	"internal/pgtest":   boxTest,
+	"internal/tutorial": boxTest,
+	"e2e/local":         boxTest,
+	"e2e/resilience":    boxTest,
+	"e2e/authzbench":    boxTest,
+	"deploy/chartcheck": boxTest,
+	"deploy/imagecheck": boxTest,
+	"deploy/tiltcheck":  boxTest,
+	"":                  boxTest, // this file's package
+
+	// Tracing: the tracer providers the parts share, and the OTLP
+	// receiver the tests export to.
 	"internal/telemetry": boxShared,
-	"internal/testenv":   boxTest,
-	"internal/pgtest":    boxTest,
-	"internal/tutorial":  boxTest,
 	"internal/otlptest":  boxTest,
-	"e2e/local":          boxTest,
-	"e2e/resilience":     boxTest,
-	"e2e/authzbench":     boxTest,
-	"deploy/chartcheck":  boxTest,
-	"deploy/imagecheck":  boxTest,
-	"deploy/tiltcheck":   boxTest,
-	"":                   boxTest, // this file's package
 }
 
 // allowed are the arrows between production boxes. A box may import
