@@ -55,6 +55,11 @@ var boxes = map[string]box{
 	"deploy/imagecheck": boxTest,
 	"deploy/tiltcheck":  boxTest,
 	"":                  boxTest, // this file's package
+
+	// Tracing: the tracer providers the parts share, and the OTLP
+	// receiver the tests export to.
+	"internal/telemetry": boxShared,
+	"internal/otlptest":  boxTest,
 }
 
 // allowed are the arrows between production boxes. A box may import

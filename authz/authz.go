@@ -24,6 +24,7 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -54,6 +55,12 @@ type Server struct {
 	ready       *server.Health
 	reg         *prometheus.Registry
 	now         func() time.Time
+	tracer      trace.Tracer // nil: tracing off
+	// decisions is the logger of the per-check lines: log itself, or
+	// log through logs (asynchronous) when LogBuffer > 0.
+	decisions *slog.Logger
+	logs      *logQueue
+	allowSeq  atomic.Uint64
 
 	// state is the current trusted issuers and routes, replaced whole by
 	// a reload of the configuration file.
@@ -107,6 +114,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 		reg:      reg,
 		now:      time.Now,
 		sources:  map[*keySource]context.CancelFunc{},
+		tracer:   newTracer(cfg.TracerProvider),
 	}
 	s.metrics = newMetrics(reg, func() int {
 		if s.cache == nil {
@@ -114,6 +122,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 		}
 		return s.cache.len()
 	}, s.revocationGauges)
+	s.decisions = log
+	if cfg.LogBuffer > 0 {
+		s.logs = newLogQueue(cfg.LogBuffer, s.metrics.logsDropped)
+		s.decisions = slog.New(asyncHandler{next: log.Handler(), q: s.logs})
+	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	s.health.SetServingStatus(AuthorizationService, healthpb.HealthCheckResponse_NOT_SERVING)
 	s.ready = server.NewHealth(map[string]server.Check{"jwks": s.keysReady})
@@ -188,6 +201,9 @@ func (s *Server) Close() error {
 	s.cancel()
 	s.wg.Wait()
 	s.cfg.HTTPClient.CloseIdleConnections()
+	if s.logs != nil {
+		s.logs.close()
+	}
 	return nil
 }
 
@@ -227,6 +243,9 @@ func (s *Server) HTTPHandler() http.Handler {
 		fa := http.HandlerFunc(s.serveForwardAuth)
 		mux.Handle("/auth", fa)
 		mux.Handle("/auth/", fa)
+		if s.cfg.Explain {
+			mux.HandleFunc("POST /explain", s.serveExplain)
+		}
 		s.ready.Register(mux, s.reg)
 		mux.HandleFunc("/", httpapi.NotFound)
 		s.httpHandler = server.Instrument(s.log, server.NewMetrics(s.reg), mux)

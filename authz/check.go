@@ -11,6 +11,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"go.opentelemetry.io/otel/trace"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -37,12 +38,19 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	start := time.Now()
 	attrs := req.GetAttributes()
 	hr := attrs.GetRequest().GetHttp()
+	var span trace.Span
+	if s.tracer != nil {
+		ctx, span = s.startCheckSpan(ctx, envoyHeaders{hr})
+	}
 	pol, polErr := s.parsePolicy(attrs.GetContextExtensions())
 	eh := envoyHeaders{hr}
 	ri := requestInfo{method: hr.GetMethod(), path: hr.GetPath(), host: hr.GetHost(), headers: eh}
 	d := s.decide(ctx, eh, &ri, pol, polErr)
 	resp := s.checkResponse(d)
 	elapsed := time.Since(start)
+	if span != nil {
+		s.endCheckSpan(span, d)
+	}
 	s.record(ctx, protoGRPC, d, elapsed, requestID(envoyHeaders{hr}), hr.GetMethod(), hr.GetPath())
 	return resp, nil
 }
@@ -280,7 +288,7 @@ func (s *Server) record(ctx context.Context, proto int, d decision, elapsed time
 	if d.reason == reasonBadPolicy {
 		level = slog.LevelWarn
 	}
-	if !s.log.Enabled(ctx, level) {
+	if !s.decisions.Enabled(ctx, level) || (o == allowed && !s.logAllow()) {
 		return
 	}
 	path, _, _ = strings.Cut(path, "?")
@@ -304,5 +312,5 @@ func (s *Server) record(ctx context.Context, proto int, d decision, elapsed time
 	if d.err != nil {
 		attrs = append(attrs, slog.String("err", d.err.Error()))
 	}
-	s.log.LogAttrs(ctx, level, "check", attrs...)
+	s.decisions.LogAttrs(ctx, level, "check", attrs...)
 }

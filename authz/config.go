@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Defaults, the values DefaultConfig starts from.
@@ -128,6 +130,22 @@ type Config struct {
 	ConfigFile string
 	// ReloadInterval is how often ConfigFile is checked for a change.
 	ReloadInterval time.Duration
+	// LogBuffer is how many decision log lines wait to be written by a
+	// goroutine of their own; a check never waits for one, and a line
+	// that finds the buffer full is dropped and counted in
+	// tollgate_authz_decision_logs_dropped_total. Zero writes each line
+	// within its check, as a plain logger does.
+	LogBuffer int
+	// LogAllowSample logs one allow decision in LogAllowSample: 1 logs
+	// every allow, 0 none. Denials are always logged.
+	LogAllowSample int
+	// Explain turns on POST /explain on the HTTP port: the decision for a
+	// token an operator pastes, explained. It is read-only, but says more
+	// about a token than a check answers, so it is for operators only.
+	Explain bool
+	// TracerProvider records a span per check (and per JWKS fetch a
+	// check waits on); nil turns tracing off at no cost.
+	TracerProvider trace.TracerProvider
 }
 
 // DefaultConfig returns the configuration `tollgate authz` starts from:
@@ -150,6 +168,8 @@ func DefaultConfig() Config {
 		RevocationsMaxAge:   DefaultRevocationsMaxAge,
 		RevocationsStale:    StaleServe,
 		ReloadInterval:      DefaultReloadInterval,
+		LogBuffer:           DefaultLogBuffer,
+		LogAllowSample:      DefaultLogAllowSample,
 	}
 }
 
@@ -210,6 +230,12 @@ func (c Config) validate() (Config, error) {
 	}
 	if c.MaxTokenLifetime <= 0 {
 		errs = append(errs, fmt.Errorf("max token lifetime must be positive, not %v", c.MaxTokenLifetime))
+	}
+	if c.LogBuffer < 0 {
+		errs = append(errs, fmt.Errorf("log buffer %d is negative", c.LogBuffer))
+	}
+	if c.LogAllowSample < 0 {
+		errs = append(errs, fmt.Errorf("allow log sample %d is negative (1 logs every allow, 0 none)", c.LogAllowSample))
 	}
 	if c.CacheSize < 0 {
 		errs = append(errs, fmt.Errorf("cache size %d is negative", c.CacheSize))

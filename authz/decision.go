@@ -240,8 +240,10 @@ func (s *Server) decide(ctx context.Context, hs headerSource, req *requestInfo, 
 	}
 	// Revocations are looked at after the cache, on every check, so a
 	// cached token is refused as soon as the list names it.
-	if rv := s.revocations; rv != nil {
-		if rv.set().revoked(s.cfg.Issuer, id) {
+	// The feed is Tollgate's issuer's: it says nothing of other issuers'
+	// tokens.
+	if rv := s.revocations; rv != nil && id.issuer.iss == s.cfg.Issuer {
+		if rv.set().revoked(id.issuer.iss, id) {
 			d.reason, d.err = reasonRevoked, errors.New("token is revoked")
 			return d
 		}

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/tollgate-dev/tollgate/internal/httpapi"
 )
 
@@ -24,12 +26,18 @@ var headerRemoveKey = http.CanonicalHeaderKey(HeaderRemove)
 // identity headers, or 401/403/503 with a challenge and a JSON body.
 // The policy comes in x-tollgate-* headers that only the proxy may set.
 func (s *Server) serveForwardAuth(w http.ResponseWriter, r *http.Request) {
+	var d decision
 	start := time.Now()
 	ctx := r.Context()
+	if s.tracer != nil {
+		var span trace.Span
+		ctx, span = s.startForwardAuthSpan(ctx, r.Header)
+		defer func() { s.endCheckSpan(span, d) }()
+	}
 	pol, polErr := s.policyFromHeaders(r.Header)
 	method, path := originalRequest(r)
 	ri := requestInfo{method: method, path: path, host: forwardedHost(r), headers: httpHeaders(r.Header)}
-	d := s.decide(ctx, httpHeaders(r.Header), &ri, pol, polErr)
+	d = s.decide(ctx, httpHeaders(r.Header), &ri, pol, polErr)
 	h := w.Header()
 	h.Set("Cache-Control", "no-store")
 	if d.outcome() == allowed {

@@ -461,6 +461,11 @@ func testConfig(c Config) Config {
 	if c.TokenHeaders == nil {
 		c.TokenHeaders = d.TokenHeaders
 	}
+	if c.LogAllowSample == 0 {
+		// Tests read every decision's log line; TestDecisionLogSampling
+		// sets the sample on the server itself.
+		c.LogAllowSample = d.LogAllowSample
+	}
 	for _, f := range []struct {
 		p *time.Duration
 		v time.Duration

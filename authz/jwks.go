@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/lestrrat-go/httpcc"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // maxDocumentBytes bounds a discovery document or JWKS body.
@@ -46,9 +47,11 @@ type keySource struct {
 	cfg      Config
 	log      *slog.Logger
 	metrics  *metrics
+	tracer   trace.Tracer             // nil: tracing off
 	onChange func(prev, next *keySet) // called after each change, outside the lock
 
-	current atomic.Pointer[keySet] // nil until the first successful fetch
+	current  atomic.Pointer[keySet] // nil until the first successful fetch
+	loadedAt atomic.Int64           // unix nanoseconds of the last successful fetch (or 304)
 
 	mu        sync.Mutex
 	jwksURL   string     // resolved; empty until discovery succeeds
@@ -135,10 +138,13 @@ func (s *keySource) refetch(ctx context.Context) bool {
 	s.metrics.refetches.WithLabelValues("fetched").Inc()
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.FetchTimeout)
 	defer cancel()
+	endSpan := s.traceFetchWait(ctx)
 	select {
 	case <-call.done:
+		endSpan(true)
 		return true
 	case <-ctx.Done():
+		endSpan(false)
 		return false
 	}
 }
@@ -211,9 +217,11 @@ func (s *keySource) fetch(ctx context.Context, call *fetchCall) {
 	case notModified:
 		s.metrics.fetches.WithLabelValues("not_modified").Inc()
 		s.metrics.lastSuccess.SetToCurrentTime()
+		s.loadedAt.Store(time.Now().UnixNano())
 	default:
 		s.metrics.fetches.WithLabelValues("ok").Inc()
 		s.metrics.lastSuccess.SetToCurrentTime()
+		s.loadedAt.Store(time.Now().UnixNano())
 		s.current.Store(next)
 		s.metrics.keys.Set(float64(next.len()))
 		if changed(prev, next) {

@@ -31,6 +31,7 @@ type metrics struct {
 	// configReloads counts configuration file reloads by result (ok,
 	// error); an error keeps the last good configuration.
 	configReloads *prometheus.CounterVec
+	logsDropped   prometheus.Counter
 }
 
 // revocationGauges reports the revocation list's age in seconds (-1:
@@ -105,6 +106,10 @@ func newMetrics(reg prometheus.Registerer, cacheLen func() int, revGauges func()
 	for _, r := range []string{"ok", "error"} {
 		m.configReloads.WithLabelValues(r)
 	}
+	m.logsDropped = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tollgate_authz_decision_logs_dropped_total",
+		Help: "Decision log lines dropped because the log buffer was full.",
+	})
 	for r := range numReasons {
 		m.checks[r] = checks.WithLabelValues(r.outcome().String(), r.String())
 	}
@@ -122,7 +127,7 @@ func newMetrics(reg prometheus.Registerer, cacheLen func() int, revGauges func()
 	for _, r := range []string{refusedPrivate, refusedWeak, refusedUnusable} {
 		m.keysRefused.WithLabelValues(r)
 	}
-	reg.MustRegister(checks, latency, m.fetches, m.refetches, m.keys, m.refused, m.keysRefused, m.lastSuccess, m.cacheHits, m.cacheMisses, m.configReloads,
+	reg.MustRegister(checks, latency, m.fetches, m.refetches, m.keys, m.refused, m.keysRefused, m.lastSuccess, m.cacheHits, m.cacheMisses, m.configReloads, m.logsDropped,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "tollgate_authz_token_cache_entries",
 			Help: "Entries in the verified-token cache.",

@@ -163,6 +163,7 @@ func (s *Server) buildState(fc fileConfig, prev *trustState) (*trustState, error
 			kc.Issuer, kc.JWKSURL, kc.Algorithms = ic.Issuer, ic.JWKSURL, ic.Algorithms
 			var src *keySource
 			src = newKeySource(nil, kc, s.log.With("issuer", ic.Name), s.metrics, func(p, n *keySet) { s.keysChanged(src, p, n) })
+			src.tracer = s.tracer
 			ti.src = src
 		}
 		ti.verifier = newVerifier(ic, s.cfg.Leeway, ti.src, func() time.Time { return s.now() })

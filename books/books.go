@@ -23,6 +23,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tollgate-dev/tollgate/internal/server"
 	"github.com/tollgate-dev/tollgate/internal/store"
@@ -38,6 +39,9 @@ type Config struct {
 	MaxBodyBytes int64
 	// ShutdownTimeout bounds Serve's graceful stop.
 	ShutdownTimeout time.Duration
+	// TracerProvider records a server span per request, continuing the
+	// caller's W3C trace context; nil turns tracing off.
+	TracerProvider trace.TracerProvider
 }
 
 // DefaultShutdownTimeout is DefaultConfig's ShutdownTimeout.
@@ -109,7 +113,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 		health:  server.NewHealth(map[string]server.Check{"database": db.Ping}),
 		maxBody: cfg.MaxBodyBytes,
 	}
-	s.handler = server.Instrument(log, server.NewMetrics(reg), s.routes(reg))
+	s.handler = server.Traced(cfg.TracerProvider, "books", server.Instrument(log, server.NewMetrics(reg), s.routes(reg)))
 	log.Info("books ready", "database", string(db.Dialect))
 	return s, nil
 }

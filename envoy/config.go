@@ -23,6 +23,7 @@ import (
 	// Extensions a Tollgate config (this one or the chart's) may name in a
 	// typed_config. Importing them registers their types, so protojson can
 	// resolve each "@type"; a type missing here is a load error.
+	_ "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/header_mutation/v3"
@@ -38,6 +39,7 @@ const (
 	TypeExtAuthzPerRoute = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute"
 	TypeRouter           = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 	TypeUpstreamHTTP     = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+	TypeOpenTelemetry    = "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig"
 	// keyUpstreamHTTP is the typed_extension_protocol_options key Envoy
 	// reads HttpProtocolOptions from.
 	keyUpstreamHTTP = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"

@@ -30,6 +30,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/crypto/argon2"
 
 	"github.com/tollgate-dev/tollgate/internal/server"
@@ -121,6 +122,9 @@ type Config struct {
 	Throttle Throttle
 	// ShutdownTimeout bounds Serve's graceful stop.
 	ShutdownTimeout time.Duration
+	// TracerProvider records a server span per request, continuing the
+	// caller's W3C trace context; nil turns tracing off.
+	TracerProvider trace.TracerProvider
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -371,7 +375,7 @@ func (s *Service) start(ctx context.Context, reg *prometheus.Registry) error {
 		"database":    s.db.Ping,
 		"signing_key": s.signingKeyReady,
 	})
-	s.handler = s.routes(reg)
+	s.handler = server.Traced(cfg.TracerProvider, "issuer", s.routes(reg))
 
 	pollCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.stopPoll = cancel

@@ -31,6 +31,7 @@ import (
 	"github.com/tollgate-dev/tollgate/envoy"
 	"github.com/tollgate-dev/tollgate/envoy/gateway"
 	"github.com/tollgate-dev/tollgate/internal/server"
+	"github.com/tollgate-dev/tollgate/internal/telemetry"
 	"github.com/tollgate-dev/tollgate/issuer"
 )
 
@@ -126,6 +127,10 @@ type Config struct {
 	// configuration before every start (tests set a clock or a TTL).
 	IssuerConfig func(*issuer.Config)
 	AuthzConfig  func(*authz.Config)
+	// Tracing, when not nil, gives every part a tracer provider of its
+	// own service.name (tollgate-issuer, tollgate-authz, tollgate-books,
+	// tollgate-gateway); nil is tracing off. The caller shuts it down.
+	Tracing *telemetry.Tracing
 }
 
 // Addrs are the addresses the stack's parts listen on, as bound (a
@@ -544,7 +549,13 @@ func (st *Stack) startIssuer(ctx context.Context, s *service, ls map[string]net.
 	if st.cfg.IssuerConfig != nil {
 		st.cfg.IssuerConfig(&cfg)
 	}
-	svc, err := issuer.New(ctx, cfg, st.componentLog("issuer"), server.NewRegistry())
+	reg := server.NewRegistry()
+	tp, err := st.cfg.Tracing.Provider(ctx, telemetry.ServiceIssuer, reg)
+	if err != nil {
+		return nil, fmt.Errorf("issuer: %w", err)
+	}
+	cfg.TracerProvider = tp
+	svc, err := issuer.New(ctx, cfg, st.componentLog("issuer"), reg)
 	if err != nil {
 		return nil, fmt.Errorf("issuer: %w", err)
 	}
@@ -557,7 +568,13 @@ func (st *Stack) startBooks(ctx context.Context, s *service, ls map[string]net.L
 	cfg := books.DefaultConfig()
 	cfg.DB = filepath.Join(st.cfg.DataDir, "books.db")
 	cfg.ShutdownTimeout = st.cfg.ShutdownTimeout
-	svc, err := books.New(ctx, cfg, st.componentLog("books"), server.NewRegistry())
+	reg := server.NewRegistry()
+	tp, err := st.cfg.Tracing.Provider(ctx, telemetry.ServiceBooks, reg)
+	if err != nil {
+		return nil, fmt.Errorf("books: %w", err)
+	}
+	cfg.TracerProvider = tp
+	svc, err := books.New(ctx, cfg, st.componentLog("books"), reg)
 	if err != nil {
 		return nil, fmt.Errorf("books: %w", err)
 	}
@@ -574,10 +591,21 @@ func (st *Stack) startAuthz(ctx context.Context, s *service, ls map[string]net.L
 	cfg.JWKSURL = "http://" + dialAddr(st.addrs.Issuer) + "/.well-known/jwks.json"
 	cfg.RevocationsURL = "http://" + dialAddr(st.addrs.Issuer) + "/revocations"
 	cfg.ShutdownTimeout = st.cfg.ShutdownTimeout
+	// An operator running the stack locally may ask why a token is
+	// refused (tollgate authz explain -authz http://<authz HTTP>).
+	cfg.Explain = true
 	if st.cfg.AuthzConfig != nil {
 		st.cfg.AuthzConfig(&cfg)
 	}
-	srv, err := authz.New(ctx, cfg, st.componentLog("authz"), server.NewRegistry())
+	reg := server.NewRegistry()
+	tp, err := st.cfg.Tracing.Provider(ctx, telemetry.ServiceAuthz, reg)
+	if err != nil {
+		return nil, fmt.Errorf("authz: %w", err)
+	}
+	if cfg.TracerProvider == nil {
+		cfg.TracerProvider = tp
+	}
+	srv, err := authz.New(ctx, cfg, st.componentLog("authz"), reg)
 	if err != nil {
 		return nil, fmt.Errorf("authz: %w", err)
 	}
@@ -612,6 +640,11 @@ func (st *Stack) startDevGateway() (*devGateway, error) {
 	opts.ListenAddr, opts.AdminAddr = st.cfg.GatewayAddr, st.cfg.GatewayAdminAddr
 	opts.Endpoints = st.endpoints()
 	opts.ShutdownTimeout = st.cfg.ShutdownTimeout
+	tp, err := st.cfg.Tracing.Provider(context.Background(), telemetry.ServiceGateway, nil)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	opts.TracerProvider = tp
 	gw, err := gateway.New(b, opts)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)

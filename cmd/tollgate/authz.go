@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"net"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/tollgate-dev/tollgate/authz"
 	"github.com/tollgate-dev/tollgate/internal/server"
+	"github.com/tollgate-dev/tollgate/internal/telemetry"
 )
 
 // authzFlags are the settings of `tollgate authz`.
@@ -34,6 +36,9 @@ type authzFlags struct {
 	revStale        string
 	configFile      string
 	reloadInterval  time.Duration
+	logBuffer       int
+	logAllowSample  int
+	explain         bool
 }
 
 func (f *authzFlags) register(fs *flagSet) {
@@ -60,6 +65,9 @@ func (f *authzFlags) register(fs *flagSet) {
 	fs.Duration(&f.revInterval, "revocations-interval", "TOLLGATE_AUTHZ_REVOCATIONS_INTERVAL", d.RevocationsInterval, "how often the revocation feed is fetched")
 	fs.Duration(&f.revMaxAge, "revocations-max-age", "TOLLGATE_AUTHZ_REVOCATIONS_MAX_AGE", d.RevocationsMaxAge, "age of the last good feed fetch after which -revocations-stale applies")
 	fs.String(&f.revStale, "revocations-stale", "TOLLGATE_AUTHZ_REVOCATIONS_STALE", d.RevocationsStale, "when the feed is older than -revocations-max-age: serve (decide with the last good list) or deny (refuse tokens issued before the last good fetch)")
+	fs.Int(&f.logBuffer, "log-buffer", "TOLLGATE_AUTHZ_LOG_BUFFER", d.LogBuffer, "decision log lines buffered for asynchronous writing; a full buffer drops and counts (0 writes each line within its check)")
+	fs.Int(&f.logAllowSample, "log-allow-sample", "TOLLGATE_AUTHZ_LOG_ALLOW_SAMPLE", d.LogAllowSample, "log one allow decision in N (1 every allow, 0 none); denials are always logged")
+	fs.Bool(&f.explain, "explain", "TOLLGATE_AUTHZ_EXPLAIN", d.Explain, "answer POST /explain on the HTTP port (tollgate authz explain -authz URL); never expose it beyond operators")
 }
 
 // config turns the flags into an authz.Config, refusing what authz.New
@@ -85,6 +93,9 @@ func (f *authzFlags) config() (authz.Config, error) {
 	cfg.RevocationsStale = f.revStale
 	cfg.ConfigFile = f.configFile
 	cfg.ReloadInterval = f.reloadInterval
+	cfg.LogBuffer = f.logBuffer
+	cfg.LogAllowSample = f.logAllowSample
+	cfg.Explain = f.explain
 	return cfg, cfg.Validate()
 }
 
@@ -101,6 +112,9 @@ func authzList(s string) []string {
 }
 
 func runAuthz(ctx context.Context, args []string) error {
+	if len(args) > 0 && args[0] == "explain" {
+		return runExplain(ctx, args[1:], os.Stdin, os.Stdout)
+	}
 	return serveAuthz(ctx, args, nil)
 }
 
@@ -121,7 +135,16 @@ func serveAuthz(ctx context.Context, args []string, onListen func(grpcAddr, http
 	if err != nil {
 		return err
 	}
-	srv, err := authz.New(ctx, cfg, log, server.NewRegistry())
+	tr, err := tracingFromEnv(os.Environ())
+	if err != nil {
+		return err
+	}
+	defer flushTracing(tr)
+	reg := server.NewRegistry()
+	if cfg.TracerProvider, err = tr.Provider(ctx, serviceName(telemetry.ServiceAuthz), reg); err != nil {
+		return err
+	}
+	srv, err := authz.New(ctx, cfg, log, reg)
 	if err != nil {
 		return err
 	}

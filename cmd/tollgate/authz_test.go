@@ -60,6 +60,8 @@ func TestAuthzFlags(t *testing.T) {
 		RevocationsInterval: 2 * time.Second,
 		RevocationsMaxAge:   time.Minute,
 		RevocationsStale:    "serve",
+		LogBuffer:           8192,
+		LogAllowSample:      1,
 	}
 	defaults.MaxTokenLifetime = 24 * time.Hour
 	defaults.ReloadInterval = 2 * time.Second

@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 
 	"github.com/tollgate-dev/tollgate/books"
 	"github.com/tollgate-dev/tollgate/internal/server"
+	"github.com/tollgate-dev/tollgate/internal/telemetry"
 )
 
 // runBooks runs the books backend alone, as it runs in the cluster.
@@ -33,7 +35,16 @@ func runBooks(ctx context.Context, args []string) error {
 	if cfg.DB == "" {
 		cfg.DB = filepath.Join(dataDir, "books.db")
 	}
-	svc, err := books.New(ctx, cfg, log, server.NewRegistry())
+	tr, err := tracingFromEnv(os.Environ())
+	if err != nil {
+		return err
+	}
+	defer flushTracing(tr)
+	reg := server.NewRegistry()
+	if cfg.TracerProvider, err = tr.Provider(ctx, serviceName(telemetry.ServiceBooks), reg); err != nil {
+		return err
+	}
+	svc, err := books.New(ctx, cfg, log, reg)
 	if err != nil {
 		return err
 	}

@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 
 	"github.com/tollgate-dev/tollgate/envoy"
 	"github.com/tollgate-dev/tollgate/envoy/gateway"
+	"github.com/tollgate-dev/tollgate/internal/telemetry"
 )
 
 // gatewayFlags are the settings of `tollgate gateway`.
@@ -72,6 +74,14 @@ func runGateway(ctx context.Context, args []string) error {
 	opts.Logger = log
 	b, err := envoy.Load(f.config)
 	if err != nil {
+		return err
+	}
+	tr, err := tracingFromEnv(os.Environ())
+	if err != nil {
+		return err
+	}
+	defer flushTracing(tr)
+	if opts.TracerProvider, err = tr.Provider(ctx, serviceName(telemetry.ServiceGateway), nil); err != nil {
 		return err
 	}
 	g, err := gateway.New(b, opts)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tollgate-dev/tollgate/internal/server"
+	"github.com/tollgate-dev/tollgate/internal/telemetry"
 	"github.com/tollgate-dev/tollgate/issuer"
 )
 
@@ -209,7 +210,16 @@ func serveIssuer(ctx context.Context, args []string, onListen func(net.Addr)) er
 	if err != nil {
 		return err
 	}
-	svc, err := issuer.New(ctx, cfg, log, server.NewRegistry())
+	tr, err := tracingFromEnv(os.Environ())
+	if err != nil {
+		return err
+	}
+	defer flushTracing(tr)
+	reg := server.NewRegistry()
+	if cfg.TracerProvider, err = tr.Provider(ctx, serviceName(telemetry.ServiceIssuer), reg); err != nil {
+		return err
+	}
+	svc, err := issuer.New(ctx, cfg, log, reg)
 	if err != nil {
 		return err
 	}

@@ -33,7 +33,7 @@ type command struct {
 func commands() map[string]command {
 	return map[string]command{
 		"issuer":  {"run the token service (accounts, login, JWKS)", runIssuer},
-		"authz":   {"run the Envoy ext_authz server (gRPC Check and HTTP forward-auth)", runAuthz},
+		"authz":   {"run the Envoy ext_authz server (gRPC Check and HTTP forward-auth); 'authz explain' says why a token is allowed or denied", runAuthz},
 		"books":   {"run the books backend", runBooks},
 		"gateway": {"run the dev gateway: a Go stand-in for Envoy that serves envoy.yaml", runGateway},
 		"up":      {"run the whole stack on this machine", runUp},

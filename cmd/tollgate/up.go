@@ -113,6 +113,10 @@ func runUp(ctx context.Context, args []string) error {
 		}
 	}
 	cfg.Logger = log
+	if cfg.Tracing, err = tracingFromEnv(os.Environ()); err != nil {
+		return err
+	}
+	defer flushTracing(cfg.Tracing)
 	st, err := stack.Start(ctx, cfg)
 	if err != nil {
 		return err

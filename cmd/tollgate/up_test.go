@@ -85,11 +85,17 @@ func environ() []string {
 // line.
 func startUp(t *testing.T, bin string, args ...string) *upProcess {
 	t.Helper()
+	return startUpEnv(t, bin, nil, args...)
+}
+
+// startUpEnv is startUp with more environment variables.
+func startUpEnv(t *testing.T, bin string, env []string, args ...string) *upProcess {
+	t.Helper()
 	p := &upProcess{stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(bin, append([]string{"up"}, args...)...)
 	// Outside the repository: the binary carries its envoy.yaml.
 	p.cmd.Dir = t.TempDir()
-	p.cmd.Env = environ()
+	p.cmd.Env = append(environ(), env...)
 	p.cmd.Stderr = p.stderr
 	out, err := p.cmd.StdoutPipe()
 	if err != nil {

@@ -124,6 +124,7 @@ func valueSets() []valueSet {
 		{name: "no-networkpolicy", files: []string{tv("no-networkpolicy.yaml")}},
 		{name: "monitoring", files: []string{tv("monitoring.yaml")}, api: []string{"monitoring.coreos.com/v1/ServiceMonitor"}},
 		{name: "monitoring-without-crd", files: []string{tv("monitoring.yaml")}},
+		{name: "tracing", files: []string{tv("tracing.yaml")}},
 		{name: "existing-secrets", files: []string{tv("existing-secrets.yaml")}, secret: []string{"tollgate-keys", "tollgate-admin"}},
 		{name: "rs256", files: []string{tv("rs256.yaml")}},
 		{name: "eddsa", files: []string{tv("eddsa.yaml")}},

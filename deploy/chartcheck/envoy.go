@@ -166,6 +166,11 @@ func CheckEnvoyPods(objs []Object, pods []EnvoyPod, public string) error {
 					}
 					continue
 				}
+				if c.GetName() == "otel" {
+					// The trace collector (tracing.collector) lives
+					// outside the chart.
+					continue
+				}
 				svc, _, _ := strings.Cut(host, ".")
 				ports, ok := services[svc]
 				if !ok {
@@ -269,8 +274,14 @@ func CompareWithLocal(chart, local *bootstrapv3.Bootstrap) error {
 			errs = append(errs, fmt.Errorf("listener %s: %w", cl.GetName(), err))
 			continue
 		}
-		if d := cmp.Diff(want, got, protocmp.Transform()); d != "" {
+		// The chart's optional tracing block (tracing.enabled) is the one
+		// difference allowed; the gateway's own checks load it like Envoy.
+		if d := cmp.Diff(want, got, protocmp.Transform(),
+			protocmp.IgnoreFields(&hcmv3.HttpConnectionManager{}, "tracing")); d != "" {
 			errs = append(errs, fmt.Errorf("listener %s differs from envoy.yaml (-envoy.yaml +chart):\n%s", ll.GetName(), d))
+		}
+		if tr := got.GetTracing(); tr != nil && findCluster(chart, "otel") == nil {
+			errs = append(errs, fmt.Errorf("listener %s traces to cluster otel, which the chart does not render", cl.GetName()))
 		}
 		if ll.GetAddress().GetSocketAddress().GetPortValue() != cl.GetAddress().GetSocketAddress().GetPortValue() {
 			errs = append(errs, fmt.Errorf("listener %s: port %d, envoy.yaml has %d", ll.GetName(),
@@ -310,6 +321,16 @@ func findListener(b *bootstrapv3.Bootstrap, name string) *listenerv3.Listener {
 	for _, l := range b.GetStaticResources().GetListeners() {
 		if l.GetName() == name {
 			return l
+		}
+	}
+	return nil
+}
+
+// findCluster returns the static cluster called name, or nil.
+func findCluster(b *bootstrapv3.Bootstrap, name string) *clusterv3.Cluster {
+	for _, c := range b.GetStaticResources().GetClusters() {
+		if c.GetName() == name {
+			return c
 		}
 	}
 	return nil

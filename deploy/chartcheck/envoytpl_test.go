@@ -26,7 +26,14 @@ func chartListeners(envoyYAML string) (string, error) {
 	if strings.Count(block, port) != 1 {
 		return "", errors.New("envoy.yaml: want exactly one listener on port 8080")
 	}
-	return strings.Replace(block, port, `port_value: {{ include "tollgate.gatewayPort" . }}}`, 1), nil
+	block = strings.Replace(block, port, `port_value: {{ include "tollgate.gatewayPort" . }}}`, 1)
+	// The chart adds its optional tracing block (tracing.enabled) right
+	// after use_remote_address; off, it renders to nothing.
+	const remote = "          use_remote_address: true\n"
+	if strings.Count(block, remote) != 1 {
+		return "", errors.New("envoy.yaml: want exactly one use_remote_address: true")
+	}
+	return strings.Replace(block, remote, remote+`          {{- include "tollgate.envoyTracing" . | nindent 10 }}`+"\n", 1), nil
 }
 
 // TestEnvoyTemplate keeps the chart's public listener a copy of

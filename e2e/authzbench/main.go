@@ -68,6 +68,7 @@ type options struct {
 	connections int
 	tokens      int
 	revocations int
+	compare     string
 }
 
 func main() {
@@ -84,6 +85,7 @@ func main() {
 	flag.IntVar(&o.connections, "connections", 1, "gRPC connections (ghz --connections); Envoy keeps few")
 	flag.IntVar(&o.tokens, "tokens", 1000, "distinct valid tokens in the pool")
 	flag.IntVar(&o.revocations, "revocations", 0, "revoked tokens the authz servers follow in a revocation feed (0: no feed)")
+	flag.StringVar(&o.compare, "compare", "", "instead of the full benchmark, put variants of the cached authz side by side: tracing (off, on to a local OTLP receiver) or logging (off, sync, async, async with 1 allow in 100)")
 	flag.StringVar(&serveNoop, "serve-noop", "", "serve the no-op Check server on this address (used by the benchmark itself)")
 	flag.StringVar(&noopShape, "noop-answer", "bare", "with -serve-noop: answer a bare OK (bare) or a constant allow shaped like authz's (allow)")
 	flag.Parse()
@@ -193,6 +195,9 @@ func run(o options) error {
 		return err
 	}
 	defer bare.stop()
+	if o.compare != "" {
+		return o.runCompare(bare, jwksURL, pool)
+	}
 	shaped, err := startNoop("no-op (allow-shaped)", "allow")
 	if err != nil {
 		return err
@@ -460,6 +465,16 @@ func freeAddr() (string, error) {
 }
 
 func startAuthz(tollgate, jwksURL, revocationsURL string, cacheSize int) (*server, error) {
+	var args []string
+	if revocationsURL != "" {
+		args = []string{"-revocations-url", revocationsURL}
+	}
+	return startAuthzVariant(tollgate, jwksURL, cacheSize, "", args, nil)
+}
+
+// startAuthzVariant is startAuthz with extra flags and environment, and
+// a name suffix.
+func startAuthzVariant(tollgate, jwksURL string, cacheSize int, variant string, args, env []string) (*server, error) {
 	grpcAddr, err := freeAddr()
 	if err != nil {
 		return nil, err
@@ -468,14 +483,12 @@ func startAuthz(tollgate, jwksURL, revocationsURL string, cacheSize int) (*serve
 	if err != nil {
 		return nil, err
 	}
-	name := "authz (cache " + strconv.Itoa(cacheSize) + ")"
-	cmd := exec.Command(tollgate, "authz",
+	name := "authz (cache " + strconv.Itoa(cacheSize) + ")" + variant
+	cmd := exec.Command(tollgate, append([]string{"authz",
 		"-grpc-addr", grpcAddr, "-http-addr", httpAddr,
 		"-issuer", issuerName, "-jwks-url", jwksURL,
-		"-cache-size", strconv.Itoa(cacheSize))
-	if revocationsURL != "" {
-		cmd.Args = append(cmd.Args, "-revocations-url", revocationsURL)
-	}
+		"-cache-size", strconv.Itoa(cacheSize)}, args...)...)
+	cmd.Env = append(withoutOTEL(os.Environ()), env...)
 	s, err := startServer(name, cmd, grpcAddr, "http://"+httpAddr+"/readyz")
 	if err != nil {
 		return nil, err

@@ -23,7 +23,9 @@ type compiled struct {
 	adminAddr  string // "" when the bootstrap has no admin address
 	hcm        hcmSettings
 	routes     *routeTable
-	authz      *authzFilter // nil when the HCM has no ext_authz filter
+	authz      *authzFilter   // nil when the HCM has no ext_authz filter
+	tracing    *tracingConfig // nil when the HCM has no tracing block
+	statPrefix string         // the HCM's stat_prefix
 	clusters   map[string]*clusterConfig
 }
 
@@ -210,6 +212,14 @@ func (c *compiled) compileHCM(hcm *hcmv3.HttpConnectionManager, path string) err
 		s.escapedSlashes = hcmv3.HttpConnectionManager_KEEP_UNCHANGED
 	}
 	c.hcm = s
+	c.statPrefix = hcm.GetStatPrefix()
+	if t := hcm.GetTracing(); t != nil {
+		tc, err := compileTracing(t, path+".tracing", c.clusters)
+		if err != nil {
+			return err
+		}
+		c.tracing = tc
+	}
 
 	// HTTP filters: optionally ext_authz, then the router (Validate
 	// already made sure the router is last).

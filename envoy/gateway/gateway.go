@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -24,10 +25,15 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/tollgate-dev/tollgate/envoy"
 	"github.com/tollgate-dev/tollgate/internal/server"
+	"github.com/tollgate-dev/tollgate/internal/telemetry"
 )
 
 // Options adjust how a Gateway runs a bootstrap without editing it.
@@ -49,6 +55,11 @@ type Options struct {
 	// ShutdownTimeout bounds Serve's graceful drain, as Envoy's
 	// --drain-time-s does.
 	ShutdownTimeout time.Duration
+	// TracerProvider, when set, records the gateway's spans instead of
+	// the bootstrap's tracing block (which exports to its own cluster).
+	// With neither, the gateway traces nothing but still passes a
+	// client's traceparent through like any other header.
+	TracerProvider trace.TracerProvider
 }
 
 // DefaultShutdownTimeout is DefaultOptions' ShutdownTimeout.
@@ -77,6 +88,13 @@ type Gateway struct {
 
 	draining  atomic.Bool
 	closeOnce sync.Once
+
+	stats      *stats
+	bootstrap  *bootstrapv3.Bootstrap // as loaded, for /config_dump
+	loaded     time.Time
+	tracer     trace.Tracer       // nil: tracing off
+	ownTracing *telemetry.Tracing // the bootstrap tracing block's exporter, if used
+	reg        *prometheus.Registry
 }
 
 // New validates b (envoy.Validate), makes sure the gateway implements
@@ -114,6 +132,7 @@ func New(b *bootstrapv3.Bootstrap, opts Options) (*Gateway, error) {
 		clusters:    map[string]*upstream{},
 		shutdown:    opts.ShutdownTimeout,
 		codecMarker: textproto.CanonicalMIMEHeaderKey(fmt.Sprintf("X-Tollgate-Codec-Refusal-%016x", rand.Uint64())),
+		reg:         prometheus.NewRegistry(),
 	}
 	for name, cc := range cfg.clusters {
 		u, err := newUpstream(cc)
@@ -128,6 +147,16 @@ func New(b *bootstrapv3.Bootstrap, opts Options) (*Gateway, error) {
 	}
 	if cfg.authz != nil {
 		g.authz = authv3.NewAuthorizationClient(g.clusters[cfg.authz.cluster].conn)
+	}
+	names := make([]string, 0, len(g.clusters))
+	for n := range g.clusters {
+		names = append(names, n)
+	}
+	g.stats = newStats(g.reg, cfg.statPrefix, names)
+	g.keepBootstrap(b)
+	if err := g.setupTracing(opts); err != nil {
+		g.closeConns()
+		return nil, err
 	}
 	return g, nil
 }
@@ -212,6 +241,7 @@ func (g *Gateway) newServer() *http.Server {
 func (g *Gateway) Close() error {
 	g.closeOnce.Do(func() {
 		g.draining.Store(true)
+		g.shutdownTracing()
 		g.closeConns()
 		for _, u := range g.clusters {
 			if u.transport != nil {
@@ -227,22 +257,6 @@ func (g *Gateway) closeConns() {
 		c.Close()
 	}
 	g.conns = nil
-}
-
-// adminHandler is the part of Envoy's admin interface the gateway has:
-// GET /ready answers "LIVE" while serving.
-func (g *Gateway) adminHandler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=UTF-8")
-		if g.draining.Load() {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			io.WriteString(w, "DRAINING\n")
-			return
-		}
-		io.WriteString(w, "LIVE\n")
-	})
-	return mux
 }
 
 // Handler is the gateway's request handler, for callers that run their
@@ -263,8 +277,10 @@ type stream struct {
 	responseMutations []headerMutation // ext_authz OK response_headers_to_add
 	authz             string           // outcome, for the log
 	status            int
-	flags             string // Envoy's response flags, for the log
-	closeConnection   bool   // the reply closes an HTTP/1 connection
+	flags             string          // Envoy's response flags, for the log
+	closeConnection   bool            // the reply closes an HTTP/1 connection
+	span              trace.Span      // nil without tracing
+	traceCtx          context.Context // carries span
 }
 
 // ServeHTTP runs one request the way Envoy's HTTP connection manager,
@@ -279,7 +295,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"flags", s.flags, "details", e.details, "duration", time.Since(s.start))
 		return
 	}
+	if g.tracer != nil {
+		g.startStream(s)
+		defer g.endStream(s)
+	}
 	defer func() {
+		g.stats.downstream(s.status)
 		g.log.Info("request", "method", r.Method, "path", r.URL.RequestURI(), "status", s.status,
 			"flags", flagsOrDash(s.flags), "route", routeName(s.route), "authz", s.authz,
 			"request_id", s.h.valueOrEmpty("x-request-id"), "duration", time.Since(s.start))
@@ -560,16 +581,19 @@ func remoteAddr(r *http.Request) net.Addr {
 func (g *Gateway) check(w http.ResponseWriter, s *stream, ctxExt map[string]string) bool {
 	af := g.cfg.authz
 	req := newCheckRequest(s.h, remoteAddr(s.r), localAddr(s.r), protocolString(s.r), s.id, s.start, ctxExt)
-	resp, err := g.callAuthz(s.r.Context(), req)
+	ctx, endSpan := g.startAuthzCall(s.r.Context(), s)
+	resp, err := g.callAuthz(ctx, req)
 	var res checkResult
 	if err != nil {
 		res = checkResult{outcome: checkError, detail: err.Error()}
 	} else {
 		res = interpret(resp, af.validateMutations)
 	}
+	endSpan(res)
 	s.authz = res.outcome.String()
 	switch res.outcome {
 	case checkOK:
+		g.stats.authz[authzOK].Inc()
 		for _, m := range res.requestMutations {
 			m.apply(s.h)
 		}
@@ -581,16 +605,20 @@ func (g *Gateway) check(w http.ResponseWriter, s *stream, ctxExt map[string]stri
 		s.responseMutations = res.responseMutations
 		return true
 	case checkDenied:
+		g.stats.authz[authzDenied].Inc()
 		g.log.Debug("ext_authz denied", "detail", res.detail, "status", res.status)
 		s.flags = flagAuthzDenied
 		g.localReply(w, s, res.status, res.body, res.localMutations)
 		return false
 	case checkInvalid:
+		g.stats.authz[authzInvalid].Inc()
 		g.log.Warn("ext_authz response rejected", "detail", res.detail)
 		g.localReply(w, s, http.StatusInternalServerError, "", nil)
 		return false
 	default: // checkError
+		g.stats.authz[authzError].Inc()
 		if af.failureModeAllow {
+			g.stats.authz[authzFailureModeAllowed].Inc()
 			g.log.Warn("ext_authz failed; allowing the request (failure_mode_allow)", "err", res.detail)
 			s.authz = "error-allowed"
 			return true
@@ -610,11 +638,26 @@ func (g *Gateway) callAuthz(ctx context.Context, req *authv3.CheckRequest) (*aut
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.authz.timeout)
 	defer cancel()
 	if err := u.breaker.acquire(ctx, nil); err != nil {
+		if errors.Is(err, errOverflow) {
+			g.stats.overflows.WithLabelValues(u.cfg.name).Inc()
+		}
 		return nil, err
 	}
 	defer u.breaker.release()
 	u.reconnectIfFailed()
-	return g.authz.Check(ctx, req)
+	endpoint := u.cfg.endpoints[0] // gRPC balances itself; per-host counts go to the first
+	g.stats.upstreamSent(u, endpoint)
+	resp, err := g.authz.Check(ctx, req)
+	switch {
+	case err == nil || status.Code(err) != codes.Unavailable && status.Code(err) != codes.DeadlineExceeded:
+		g.stats.upstreamStatus(u, endpoint, http.StatusOK) // gRPC answers in HTTP 200
+	case status.Code(err) == codes.DeadlineExceeded:
+		g.stats.timeouts.WithLabelValues(u.cfg.name).Inc()
+		g.stats.upstreamStatus(u, endpoint, http.StatusGatewayTimeout)
+	default:
+		g.stats.upstreamStatus(u, endpoint, http.StatusServiceUnavailable)
+	}
+	return resp, err
 }
 
 // codecReply answers a request the connection refused (codecConn): for

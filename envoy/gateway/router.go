@@ -25,6 +25,10 @@ type upstream struct {
 	breaker   *breaker
 	transport *http.Transport  // HTTP/1 clusters
 	conn      *grpc.ClientConn // HTTP/2 (gRPC) clusters
+	// For the admin /clusters: requests and 5xx answers per endpoint,
+	// and whether the active health check failed.
+	hostRq, hostErr map[string]*atomic.Uint64
+	hcFailed        atomic.Bool
 }
 
 // pick returns the next endpoint, round robin (lb_policy ROUND_ROBIN).
@@ -147,6 +151,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, s *stream) {
 		return
 	}
 	defer u.breaker.release()
+	g.stats.upstreamSent(u, endpoint)
 
 	out := s.r.WithContext(rt.ctx)
 	if r := s.r; r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
@@ -163,6 +168,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, s *stream) {
 			pr.Out.URL = target
 			pr.Out.Host = h.value(":authority")
 			pr.Out.Header = h.httpHeader()
+			g.injectUpstream(s, pr.Out.Header)
 			if _, ok := pr.Out.Header["User-Agent"]; !ok {
 				pr.Out.Header["User-Agent"] = []string{""} // no Go default
 			}
@@ -174,6 +180,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, s *stream) {
 			resp.Header.Set("X-Envoy-Upstream-Service-Time", strconv.FormatInt(time.Since(sent).Milliseconds(), 10))
 			g.finalizeResponse(resp.Header, s)
 			s.status = resp.StatusCode
+			g.stats.upstreamStatus(u, endpoint, resp.StatusCode)
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
@@ -201,6 +208,8 @@ func (g *Gateway) upstreamAbort(w http.ResponseWriter, s *stream, u *upstream, e
 		g.codecReply(w, s, errCodec)
 	case rt.timedOut():
 		log.Warn("upstream request timed out", "timeout", s.route.timeout)
+		g.stats.timeouts.WithLabelValues(u.cfg.name).Inc()
+		g.stats.upstreamStatus(u, endpoint, http.StatusGatewayTimeout)
 		s.flags = flagUpstreamTimeout
 		g.localReply(w, s, http.StatusGatewayTimeout, bodyUpstreamTimeout, s.route.responseHeadersToAdd)
 	case s.r.Context().Err() != nil:
@@ -212,11 +221,13 @@ func (g *Gateway) upstreamAbort(w http.ResponseWriter, s *stream, u *upstream, e
 		// Shedding is the breaker working, and comes in floods: the
 		// request log line carries UO.
 		log.Debug("circuit breaker open; request shed")
+		g.stats.overflows.WithLabelValues(u.cfg.name).Inc()
 		s.flags = flagUpstreamOverflow
 		mutations := append([]headerMutation{{key: "x-envoy-overloaded", value: "true", action: mutAdd}}, s.route.responseHeadersToAdd...)
 		g.localReply(w, s, http.StatusServiceUnavailable, bodyOverflow, mutations)
 	default:
 		log.Warn("upstream request failed")
+		g.stats.upstreamStatus(u, endpoint, http.StatusServiceUnavailable)
 		flag, reason := upstreamFailure(err)
 		s.flags = flag
 		g.localReply(w, s, http.StatusServiceUnavailable, bodyResetPrefix+reason, s.route.responseHeadersToAdd)

@@ -62,7 +62,13 @@ var implemented = map[protoreflect.FullName]map[protoreflect.Name]rule{
 		"common_http_protocol_options":     nil,
 		"route_config":                     nil,
 		"http_filters":                     nil,
+		"tracing":                          nil,
 	},
+	// Tracing: the OpenTelemetry tracer exporting over OTLP gRPC to a
+	// cluster; sampling follows the client's traceparent, else 100%.
+	"envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.Tracing": {"provider": nil},
+	"envoy.config.trace.v3.Tracing.Http":        {"name": nil, "typed_config": nil},
+	"envoy.config.trace.v3.OpenTelemetryConfig": {"grpc_service": nil, "service_name": nil},
 	"envoy.config.core.v3.HttpProtocolOptions": {
 		"idle_timeout":                    nil,
 		"headers_with_underscores_action": nil,
@@ -151,6 +157,7 @@ var implemented = map[protoreflect.FullName]map[protoreflect.Name]rule{
 // implementedTypes are the typed_config payloads the gateway implements.
 var implementedTypes = map[string]bool{
 	envoy.TypeHCM: true, envoy.TypeExtAuthz: true, envoy.TypeExtAuthzPerRoute: true, envoy.TypeRouter: true, envoy.TypeUpstreamHTTP: true,
+	envoy.TypeOpenTelemetry: true,
 }
 
 // rule checks the value of an implemented field; it returns why the value

@@ -133,3 +133,23 @@ func TestGatewayRefusesUnimplementedFields(t *testing.T) {
 		})
 	}
 }
+
+// TestTracingConfigSupported pins that the optional tracing block loads,
+// validates and is implemented by the dev gateway.
+func TestTracingConfigSupported(t *testing.T) {
+	b, err := envoy.LoadFile("testdata/tracing.yaml")
+	if err != nil {
+		t.Fatalf("LoadFile(testdata/tracing.yaml) = %v", err)
+	}
+	if err := Supported(b); err != nil {
+		t.Fatalf("Supported(testdata/tracing.yaml) = %v, want nil", err)
+	}
+	g, err := New(b, DefaultOptions())
+	if err != nil {
+		t.Fatalf("New(testdata/tracing.yaml) = %v", err)
+	}
+	defer g.Close()
+	if g.tracer == nil || g.cfg.tracing.serviceName != "tollgate-gateway" || g.cfg.tracing.cluster != "otel" {
+		t.Errorf("New(testdata/tracing.yaml) tracing = %+v, tracer %v; want service tollgate-gateway to cluster otel", g.cfg.tracing, g.tracer)
+	}
+}

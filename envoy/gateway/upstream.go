@@ -30,7 +30,10 @@ const maxReconnectDelay = time.Second
 // round robin over the endpoints and sends the cluster name as
 // :authority, as Envoy's envoy_grpc client does.
 func newUpstream(cc *clusterConfig) (*upstream, error) {
-	u := &upstream{cfg: cc, breaker: newBreaker(cc.name, cc.limits, cc.http2)}
+	u := &upstream{cfg: cc, breaker: newBreaker(cc.name, cc.limits, cc.http2),
+		hostRq: hostCounters(cc.endpoints), hostErr: hostCounters(cc.endpoints)}
+	// Envoy marks a host failed until its first active health check passes.
+	u.hcFailed.Store(len(cc.healthChecks) > 0)
 	if !cc.http2 {
 		d := &net.Dialer{Timeout: cc.connectTimeout, KeepAlive: 30 * time.Second}
 		u.transport = &http.Transport{
@@ -112,6 +115,7 @@ func runHealthCheck(ctx context.Context, log *slog.Logger, u *upstream, hc healt
 			// A host starts unhealthy and turns healthy on its first pass.
 			if streak >= threshold || (first && ok) {
 				healthy, streak = ok, 0
+				u.hcFailed.Store(!healthy)
 				reason := ""
 				if err != nil {
 					reason = err.Error()

@@ -30,6 +30,7 @@ static_resources:
           # internal x-envoy-* headers and (with preserve_external_request_id
           # left false) replaces any client x-request-id.
           use_remote_address: true
+          {{- include "tollgate.envoyTracing" . | nindent 10 }}
           generate_request_id: true
           # Path tricks must not reach a route under a weaker check: the
           # path is RFC 3986-normalized (dot segments, %2e, backslashes),
@@ -306,6 +307,23 @@ static_resources:
         - endpoint:
             address:
               socket_address: {address: {{ include "tollgate.booksHost" . }}, port_value: {{ include "tollgate.booksPort" . }}}
+  {{- if .Values.tracing.enabled }}
+  # otel: the collector's OTLP gRPC port (tracing.collector).
+  - name: otel
+    type: STRICT_DNS
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {http2_protocol_options: {}}
+    load_assignment:
+      cluster_name: otel
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: {address: {{ (splitList ":" .Values.tracing.collector) | first }}, port_value: {{ (splitList ":" .Values.tracing.collector) | last }}}
+  {{- end }}
   - name: envoy_admin
     type: STATIC
     connect_timeout: 0.25s

@@ -98,6 +98,37 @@ seccompProfile:
   value: {{ .Values.log.format | quote }}
 {{- end }}
 
+{{/* tollgate.tracingEnv: the OTEL_* variables of a part when tracing is on (each part names its own service). */}}
+{{- define "tollgate.tracingEnv" -}}
+{{- if .Values.tracing.enabled }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: "http://{{ .Values.tracing.collector }}"
+- name: OTEL_EXPORTER_OTLP_PROTOCOL
+  value: grpc
+- name: OTEL_TRACES_SAMPLER
+  value: {{ .Values.tracing.sampler | quote }}
+{{- with .Values.tracing.samplerArg }}
+- name: OTEL_TRACES_SAMPLER_ARG
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* tollgate.envoyTracing: the HCM tracing block when tracing is on; envoy/envoy.yaml has none. */}}
+{{- define "tollgate.envoyTracing" -}}
+{{- if .Values.tracing.enabled }}
+tracing:
+  provider:
+    name: envoy.tracers.opentelemetry
+    typed_config:
+      "@type": type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig
+      grpc_service:
+        envoy_grpc: {cluster_name: otel}
+        timeout: 1s
+      service_name: tollgate-gateway
+{{- end }}
+{{- end }}
+
 {{/* tollgate.authzContainer: the authz container, as a native sidecar or on its own. */}}
 {{- define "tollgate.authzContainer" -}}
 - name: authz
@@ -109,6 +140,7 @@ seccompProfile:
   args: ["authz"]
   env:
     {{- include "tollgate.logEnv" . | nindent 4 }}
+    {{- include "tollgate.tracingEnv" . | nindent 4 }}
     - name: TOLLGATE_AUTHZ_GRPC_ADDR
       value: ":{{ include "tollgate.authzGRPCPort" . }}"
     - name: TOLLGATE_AUTHZ_HTTP_ADDR
