@@ -60,13 +60,11 @@ func issuerOn(t *testing.T, dataDir string, m material, alg string) (*httptest.S
 	}
 	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	svc, err := issuer.New(ctx, issuer.Config{
-		DataDir:       dataDir,
-		KeyDir:        keyDir,
-		SigningAlg:    alg,
-		AdminName:     "admin",
-		AdminPassword: m.password,
-	}, log, server.NewRegistry())
+	cfg := issuer.DefaultConfig()
+	cfg.DataDir, cfg.DB = dataDir, filepath.Join(dataDir, "issuer.db")
+	cfg.KeyDir, cfg.SigningAlg = keyDir, alg
+	cfg.AdminName, cfg.AdminPassword = "admin", m.password
+	svc, err := issuer.New(ctx, cfg, log, server.NewRegistry())
 	if err != nil {
 		cancel()
 		return nil, err
