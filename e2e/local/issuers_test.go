@@ -2,17 +2,14 @@ package local
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/tollgate-dev/tollgate/authz"
 	"github.com/tollgate-dev/tollgate/stack"
@@ -24,18 +21,10 @@ import (
 // when empty).
 func startStackWithAuthzFile(t *testing.T, gatewayConfig string, file func(iss, jwksURL string) string) *stack.Stack {
 	t.Helper()
-	logs := &syncBuffer{}
-	cfg := stack.DefaultConfig()
-	cfg.DataDir = t.TempDir()
-	cfg.GatewayConfig = gatewayConfig
-	if cfg.GatewayConfig == "" {
-		cfg.GatewayConfig = filepath.Join("..", "..", "envoy", "envoy.yaml")
+	cfg, logs := loopbackStack(t)
+	if gatewayConfig != "" {
+		cfg.GatewayConfig = gatewayConfig
 	}
-	cfg.GatewayAddr, cfg.GatewayAdminAddr = "127.0.0.1:0", "127.0.0.1:0"
-	cfg.IssuerAddr, cfg.BooksAddr = "127.0.0.1:0", "127.0.0.1:0"
-	cfg.AuthzGRPCAddr, cfg.AuthzHTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
-	cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
-	cfg.ShutdownTimeout = 5 * time.Second
 	path := filepath.Join(t.TempDir(), "authz.yaml")
 	cfg.AuthzConfig = func(c *authz.Config) {
 		if err := os.WriteFile(path, []byte(file(c.Issuer, c.JWKSURL)), 0o644); err != nil {
@@ -43,21 +32,7 @@ func startStackWithAuthzFile(t *testing.T, gatewayConfig string, file func(iss, 
 		}
 		c.ConfigFile = path
 	}
-	st, err := stack.Start(t.Context(), cfg)
-	if err != nil {
-		t.Fatalf("stack.Start: %v\nlogs:\n%s", err, logs)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		if err := st.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-		if t.Failed() {
-			t.Logf("stack logs:\n%s", logs)
-		}
-	})
-	return st
+	return startConfigured(t, cfg, logs)
 }
 
 // call sends one request and returns the status and the response.

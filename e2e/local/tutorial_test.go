@@ -78,18 +78,7 @@ func (b *syncBuffer) String() string {
 // adjust changes the issuer's configuration.
 func startStack(t *testing.T, c *clock, adjust ...func(*issuer.Config)) *stack.Stack {
 	t.Helper()
-	logs := &syncBuffer{}
-	cfg := stack.DefaultConfig()
-	cfg.DataDir = t.TempDir()
-	cfg.GatewayConfig = filepath.Join("..", "..", "envoy", "envoy.yaml")
-	cfg.GatewayAddr = "127.0.0.1:0"
-	cfg.GatewayAdminAddr = "127.0.0.1:0"
-	cfg.IssuerAddr = "127.0.0.1:0"
-	cfg.BooksAddr = "127.0.0.1:0"
-	cfg.AuthzGRPCAddr = "127.0.0.1:0"
-	cfg.AuthzHTTPAddr = "127.0.0.1:0"
-	cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
-	cfg.ShutdownTimeout = 5 * time.Second
+	cfg, logs := loopbackStack(t)
 	cfg.IssuerConfig = func(ic *issuer.Config) {
 		if c != nil {
 			ic.Now = c.now
@@ -98,6 +87,29 @@ func startStack(t *testing.T, c *clock, adjust ...func(*issuer.Config)) *stack.S
 			f(ic)
 		}
 	}
+	return startConfigured(t, cfg, logs)
+}
+
+// loopbackStack is a stack configuration on ephemeral loopback ports in
+// a fresh directory, behind the dev gateway running envoy/envoy.yaml,
+// logging into the buffer it returns.
+func loopbackStack(t *testing.T) (stack.Config, *syncBuffer) {
+	logs := &syncBuffer{}
+	cfg := stack.DefaultConfig()
+	cfg.DataDir = t.TempDir()
+	cfg.GatewayConfig = filepath.Join("..", "..", "envoy", "envoy.yaml")
+	cfg.GatewayAddr, cfg.GatewayAdminAddr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.IssuerAddr, cfg.BooksAddr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.AuthzGRPCAddr, cfg.AuthzHTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	cfg.ShutdownTimeout = 5 * time.Second
+	return cfg, logs
+}
+
+// startConfigured starts a stack with cfg and shuts it down when the
+// test ends, showing its logs if the test failed.
+func startConfigured(t *testing.T, cfg stack.Config, logs *syncBuffer) *stack.Stack {
+	t.Helper()
 	st, err := stack.Start(t.Context(), cfg)
 	if err != nil {
 		t.Fatalf("stack.Start: %v\nlogs:\n%s", err, logs)
