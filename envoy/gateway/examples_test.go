@@ -170,7 +170,7 @@ func TestIstioExampleMatchesRouteTable(t *testing.T) {
 				p, _ = yget(m, "uri", "prefix").(string)
 				p += "*"
 			}
-			if slices.Equal(removes, []string{"x-user-id", "x-user-name", "x-user-roles"}) {
+			if slices.Equal(removes, []string{"x-user-id", "x-user-issuer", "x-user-name", "x-user-roles"}) {
 				stripped = append(stripped, p)
 			} else if len(removes) > 0 {
 				t.Errorf("VirtualService route for %s removes %v, want exactly the identity headers or nothing", p, removes)
@@ -240,7 +240,7 @@ func TestEnvoyGatewayExampleMatchesRouteTable(t *testing.T) {
 			removed = append(removed, yamlStrings(yget(f, "requestHeaderModifier", "remove"))...)
 		}
 		sort.Strings(removed)
-		if !slices.Equal(removed, []string{"x-user-id", "x-user-name", "x-user-roles"}) {
+		if !slices.Equal(removed, []string{"x-user-id", "x-user-issuer", "x-user-name", "x-user-roles"}) {
 			t.Errorf("public HTTPRoute rule removes %v, want the identity headers", removed)
 		}
 	}

@@ -625,9 +625,10 @@ func TestIdentityHeadersCannotBeForged(t *testing.T) {
 		return allow(overwrite("x-user-id", "real-user"), overwrite("x-user-name", "alain"), overwrite("x-user-roles", "user")), nil
 	})
 	forged := http.Header{
-		"X-User-Id":    {"forged-admin", "second"},
-		"X-User-Name":  {"root"},
-		"X-User-Roles": {"admin"},
+		"X-User-Id":     {"forged-admin", "second"},
+		"X-User-Name":   {"root"},
+		"X-User-Roles":  {"admin"},
+		"X-User-Issuer": {"tollgate"},
 	}
 	t.Run("public route strips them", func(t *testing.T) {
 		h.reset()
@@ -642,7 +643,7 @@ func TestIdentityHeadersCannotBeForged(t *testing.T) {
 			t.Fatalf("GET jwks = %d, want 200", resp.StatusCode)
 		}
 		for _, r := range h.issuer.requests() {
-			for _, k := range []string{"X-User-Id", "X-User-Name", "X-User-Roles"} {
+			for _, k := range []string{"X-User-Id", "X-User-Name", "X-User-Roles", "X-User-Issuer"} {
 				if v := r.Header.Values(k); len(v) != 0 {
 					t.Errorf("%s %s: issuer saw %s %q, want none", r.Method, r.RequestURI, k, v)
 				}

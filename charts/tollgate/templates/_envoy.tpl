@@ -68,7 +68,7 @@ static_resources:
                   path: /register
                   headers: [{name: ":method", string_match: {exact: POST}}]
                 route: {cluster: issuer, timeout: 5s}
-                request_headers_to_remove: [x-user-id, x-user-name, x-user-roles]
+                request_headers_to_remove: [x-user-id, x-user-name, x-user-roles, x-user-issuer]
                 typed_per_filter_config:
                   envoy.filters.http.ext_authz:
                     "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
@@ -78,7 +78,7 @@ static_resources:
                   path: /login
                   headers: [{name: ":method", string_match: {safe_regex: {regex: "GET|POST"}}}]
                 route: {cluster: issuer, timeout: 5s}
-                request_headers_to_remove: [x-user-id, x-user-name, x-user-roles]
+                request_headers_to_remove: [x-user-id, x-user-name, x-user-roles, x-user-issuer]
                 typed_per_filter_config:
                   envoy.filters.http.ext_authz:
                     "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
@@ -88,7 +88,7 @@ static_resources:
                   path: /.well-known/jwks.json
                   headers: [{name: ":method", string_match: {safe_regex: {regex: "GET|HEAD"}}}]
                 route: {cluster: issuer, timeout: 5s}
-                request_headers_to_remove: [x-user-id, x-user-name, x-user-roles]
+                request_headers_to_remove: [x-user-id, x-user-name, x-user-roles, x-user-issuer]
                 typed_per_filter_config:
                   envoy.filters.http.ext_authz:
                     "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
@@ -98,7 +98,7 @@ static_resources:
                   path: /.well-known/openid-configuration
                   headers: [{name: ":method", string_match: {safe_regex: {regex: "GET|HEAD"}}}]
                 route: {cluster: issuer, timeout: 5s}
-                request_headers_to_remove: [x-user-id, x-user-name, x-user-roles]
+                request_headers_to_remove: [x-user-id, x-user-name, x-user-roles, x-user-issuer]
                 typed_per_filter_config:
                   envoy.filters.http.ext_authz:
                     "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
@@ -157,7 +157,7 @@ static_resources:
                   path: /token
                   headers: [{name: ":method", string_match: {exact: POST}}]
                 route: {cluster: issuer, timeout: 5s}
-                request_headers_to_remove: [x-user-id, x-user-name, x-user-roles]
+                request_headers_to_remove: [x-user-id, x-user-name, x-user-roles, x-user-issuer]
                 typed_per_filter_config:
                   envoy.filters.http.ext_authz:
                     "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
@@ -167,7 +167,7 @@ static_resources:
                   path: /revoke
                   headers: [{name: ":method", string_match: {exact: POST}}]
                 route: {cluster: issuer, timeout: 5s}
-                request_headers_to_remove: [x-user-id, x-user-name, x-user-roles]
+                request_headers_to_remove: [x-user-id, x-user-name, x-user-roles, x-user-issuer]
                 typed_per_filter_config:
                   envoy.filters.http.ext_authz:
                     "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
@@ -177,7 +177,7 @@ static_resources:
                   path: /logout
                   headers: [{name: ":method", string_match: {exact: POST}}]
                 route: {cluster: issuer, timeout: 5s}
-                request_headers_to_remove: [x-user-id, x-user-name, x-user-roles]
+                request_headers_to_remove: [x-user-id, x-user-name, x-user-roles, x-user-issuer]
                 typed_per_filter_config:
                   envoy.filters.http.ext_authz:
                     "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
