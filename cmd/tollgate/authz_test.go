@@ -2,15 +2,8 @@ package main
 
 import (
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"encoding/base64"
-	"encoding/json"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,8 +14,6 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
-	"github.com/lestrrat-go/jwx/v2/jwa"
-	"github.com/lestrrat-go/jwx/v2/jwk"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -175,21 +166,8 @@ func TestAuthzFlagErrors(t *testing.T) {
 // JWKS served here: it becomes ready, answers a Check, and stops cleanly
 // as SIGTERM would.
 func TestAuthzCommand(t *testing.T) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, _ := jwk.FromRaw(key.Public())
-	tp, _ := pub.Thumbprint(crypto.SHA256)
-	kid := base64.RawURLEncoding.EncodeToString(tp)
-	pub.Set(jwk.KeyIDKey, kid)
-	pub.Set(jwk.AlgorithmKey, jwa.ES256)
-	set := jwk.NewSet()
-	set.AddKey(pub)
-	jwks := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		json.NewEncoder(w).Encode(set)
-	}))
-	defer jwks.Close()
+	fx := newExplainFixture(t)
+	key, kid, jwks := fx.key, fx.kid, fx.jwks
 
 	ctx, cancel := context.WithCancel(context.Background())
 	type addrs struct{ grpc, http net.Addr }

@@ -23,7 +23,8 @@ import (
 	"github.com/tollgate-dev/tollgate/authz"
 )
 
-// explainFixture is a JWKS server with one ES256 key and a signer.
+// explainFixture is a JWKS server with one ES256 key and a signer, for
+// the explain and authz command tests.
 type explainFixture struct {
 	jwks *httptest.Server
 	key  *ecdsa.PrivateKey
