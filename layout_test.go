@@ -43,6 +43,7 @@ var boxes = map[string]box{
 	"internal/httpapi":  boxShared,
 	"internal/server":   boxShared,
 	"internal/store":    boxShared,
+	"internal/dpop":     boxShared,
 	"internal/testenv":  boxTest,
 	"internal/pgtest":   boxTest,
 	"internal/tutorial": boxTest,
