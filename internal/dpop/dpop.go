@@ -217,22 +217,39 @@ type Proof struct {
 // claims are a proof's claims (§4.2). Dates are numbers: a string iat
 // fails to decode.
 type claims struct {
-	JTI   string           `json:"jti"`
-	HTM   string           `json:"htm"`
-	HTU   string           `json:"htu"`
-	IAT   *jwt.NumericDate `json:"iat"`
-	ATH   *string          `json:"ath"`
-	Nonce *string          `json:"nonce"`
+	JTI   string       `json:"jti"`
+	HTM   string       `json:"htm"`
+	HTU   string       `json:"htu"`
+	IAT   *numericDate `json:"iat"`
+	ATH   *string      `json:"ath"`
+	Nonce *string      `json:"nonce"`
 }
 
 func (claims) GetExpirationTime() (*jwt.NumericDate, error) { return nil, nil }
 func (claims) GetNotBefore() (*jwt.NumericDate, error)      { return nil, nil }
-func (c claims) GetIssuedAt() (*jwt.NumericDate, error)     { return c.IAT, nil }
+func (claims) GetIssuedAt() (*jwt.NumericDate, error)       { return nil, nil }
 func (claims) GetIssuer() (string, error)                   { return "", nil }
 func (claims) GetSubject() (string, error)                  { return "", nil }
 func (claims) GetAudience() (jwt.ClaimStrings, error)       { return nil, nil }
 
-// keyFromHeader is the proof key: the header's jwk, public, of a type
+// numericDate is a JSON number of seconds (RFC 7519 §2). A string,
+// which golang-jwt's NumericDate would take, is refused.
+type numericDate struct{ time.Time }
+
+func (d *numericDate) UnmarshalJSON(b []byte) error {
+	var n json.Number
+	if len(b) == 0 || b[0] == '"' || json.Unmarshal(b, &n) != nil {
+		return errors.New("iat is not a number")
+	}
+	f, err := n.Float64()
+	if err != nil {
+		return errors.New("iat is not a number")
+	}
+	d.Time = time.Unix(int64(f), 0)
+	return nil
+}
+
+// headerKey is the proof key: the header's jwk, public, of a type
 // and size that fits alg.
 type headerKey struct {
 	pub crypto.PublicKey
