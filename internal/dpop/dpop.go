@@ -25,6 +25,7 @@ import (
 	"math/big"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -121,6 +122,35 @@ type Verifier struct {
 	nonces    *Nonces
 	now       func() time.Time
 	parser    *jwt.Parser
+	keys      keyCache
+}
+
+// keyCache remembers the proof keys of recent proof headers. A client
+// sends the same header (typ, alg, jwk) with every proof, so the bytes of
+// its header segment name the checks already passed and the key they
+// gave; only the claims and signature are new each time.
+type keyCache struct {
+	mu sync.Mutex
+	m  map[string]headerKey
+}
+
+// keyCacheSize bounds keyCache; when it is full it starts over.
+const keyCacheSize = 4096
+
+func (c *keyCache) get(seg string) (headerKey, bool) {
+	c.mu.Lock()
+	k, ok := c.m[seg]
+	c.mu.Unlock()
+	return k, ok
+}
+
+func (c *keyCache) put(seg string, k headerKey) {
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= keyCacheSize {
+		c.m = make(map[string]headerKey, 64)
+	}
+	c.m[seg] = k
+	c.mu.Unlock()
 }
 
 // NewVerifier checks cfg and returns its Verifier.
@@ -278,7 +308,12 @@ func (v *Verifier) Verify(ctx context.Context, proof string, req Request) (*Proo
 	// public jwk, and a valid signature by that jwk.
 	var hk headerKey
 	var c claims
+	seg, _, _ := strings.Cut(proof, ".")
 	tok, err := v.parser.ParseWithClaims(proof, &c, func(t *jwt.Token) (any, error) {
+		if k, ok := v.keys.get(seg); ok {
+			hk = k
+			return k.pub, nil
+		}
 		if typ, _ := t.Header["typ"].(string); !strings.EqualFold(typ, ProofType) {
 			return nil, invalid("typ is %q, not %q", typ, ProofType)
 		}
@@ -291,6 +326,7 @@ func (v *Verifier) Verify(ctx context.Context, proof string, req Request) (*Proo
 			return nil, err
 		}
 		hk = k
+		v.keys.put(seg, k)
 		return k.pub, nil
 	})
 	if err != nil {
