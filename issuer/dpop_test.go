@@ -140,6 +140,8 @@ func (e *testEnv) loginWith(t *testing.T, method string, proofs ...string) respo
 
 func (e *testEnv) serve(req *http.Request) response {
 	req.RemoteAddr = "192.0.2.1:1234"
+	// The address the gateway reached the issuer at, not the public one.
+	req.Host = "issuer.internal:8081"
 	rec := httptest.NewRecorder()
 	e.handler.ServeHTTP(rec, req)
 	return response{status: rec.Code, header: rec.Header(), body: rec.Body.Bytes()}
@@ -312,9 +314,9 @@ func TestDPoPBadProofs(t *testing.T) {
 			return []string{p}
 		}},
 		{"htu of the address the issuer was reached at", false, func() []string {
-			// The test request's URL has no host; httptest's default is
-			// example.com. The client signs the issuer's public URL.
-			p, _ := s.Proof("POST", "http://example.com/token", dpop.ProofOptions{IssuedAt: now()})
+			// The client signs the issuer's public URL, never the
+			// address behind the gateway.
+			p, _ := s.Proof("POST", "http://issuer.internal:8081/token", dpop.ProofOptions{IssuedAt: now()})
 			return []string{p}
 		}},
 		{"iat 61s old", false, func() []string {
@@ -347,6 +349,7 @@ func TestDPoPBadProofs(t *testing.T) {
 	env.tokenWith(t, env.passwordForm(), replayed).grant(t, "first use of a proof at /token")
 	env.loginWith(t, "POST", replayedLogin).grant(t, "first use of a proof at /login")
 	sessionsBefore := env.count(t, "sessions")
+	hashesBefore := env.hashes.n.Load()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var res response
@@ -360,6 +363,10 @@ func TestDPoPBadProofs(t *testing.T) {
 	}
 	if n := env.count(t, "sessions"); n != sessionsBefore {
 		t.Errorf("sessions after refused proofs = %d, want %d: a refused proof issued tokens", n, sessionsBefore)
+	}
+	// The proof is checked before the password: a bad one costs no hash.
+	if n := env.hashes.n.Load() - hashesBefore; n != 0 {
+		t.Errorf("refused proofs cost %d password hashes, want 0", n)
 	}
 	// The good proofs the table varies do work: each case fails for its
 	// one difference.
@@ -446,32 +453,6 @@ func TestDPoPRefreshUnbound(t *testing.T) {
 			wantOAuthError(t, "refresh(upgraded session, no proof)", env.tokenWith(t, refreshForm(g.RefreshToken)), http.StatusBadRequest, "invalid_dpop_proof")
 		})
 	}
-}
-
-// TestRotateHoldsBinding: the binding is checked again inside the
-// rotation transaction, so a refresh that read the session before it was
-// bound cannot consume its token with another key.
-func TestRotateHoldsBinding(t *testing.T) {
-	env := newEnv(t)
-	env.mustRegister(t, "alain", goodPassword)
-	owner := newClientKey(t)
-	g := env.tokenWith(t, env.passwordForm(), env.proof(t, owner, "POST", "/token", dpop.ProofOptions{})).grant(t, "bound login")
-	ss, err := env.svc.sessions.refreshSession(context.Background(), refreshHash(g.RefreshToken))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, jkt := range []string{"", "another-thumbprint"} {
-		_, err := env.svc.sessions.rotate(context.Background(), rotation{
-			oldHash: refreshHash(g.RefreshToken), clientID: DefaultClient, now: env.clock.Now(),
-			idle: time.Hour, absolute: time.Hour, newHash: refreshHash("new-" + jkt),
-			access: accessRow{jti: "jti-" + jkt, subject: ss.subject, exp: env.clock.Now().Add(time.Hour)},
-			jkt:    jkt,
-		})
-		if !errors.Is(err, errWrongKey) {
-			t.Errorf("rotate(bound session, jkt %q) = %v, want errWrongKey", jkt, err)
-		}
-	}
-	env.tokenWith(t, refreshForm(g.RefreshToken), env.proof(t, owner, "POST", "/token", dpop.ProofOptions{})).grant(t, "refresh with the key after refused rotations")
 }
 
 func TestDPoPNonces(t *testing.T) {
@@ -644,6 +625,34 @@ func TestDPoPReplaySharedOnPostgres(t *testing.T) {
 	wantOAuthError(t, "replica B(proof replica A accepted)", b.tokenWith(t, b.passwordForm(), p), http.StatusBadRequest, "invalid_dpop_proof")
 	wantOAuthError(t, "replica A(its own accepted proof)", a.tokenWith(t, a.passwordForm(), p), http.StatusBadRequest, "invalid_dpop_proof")
 	b.tokenWith(t, b.passwordForm(), b.proof(t, s, "POST", "/token", dpop.ProofOptions{})).grant(t, "replica B, a fresh proof")
+}
+
+// TestDPoPWindowConfigured: the proof window is the configured one, not
+// the RFC's default.
+func TestDPoPWindowConfigured(t *testing.T) {
+	env := newEnv(t, func(c *Config) { c.DPoP.MaxAge, c.DPoP.MaxFuture = 10*time.Second, 0 })
+	env.mustRegister(t, "alain", goodPassword)
+	s := newClientKey(t)
+	tests := []struct {
+		name string
+		iat  time.Duration
+		ok   bool
+	}{
+		{"9s old", -9 * time.Second, true},
+		{"11s old", -11 * time.Second, false},
+		{"now", 0, true},
+		{"1s ahead", time.Second, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := env.tokenWith(t, env.passwordForm(), env.proof(t, s, "POST", "/token", dpop.ProofOptions{IssuedAt: env.clock.Now().Add(tt.iat)}))
+			if tt.ok {
+				res.grant(t, "password grant(proof "+tt.name+")")
+				return
+			}
+			wantOAuthError(t, "password grant(proof "+tt.name+")", res, http.StatusBadRequest, "invalid_dpop_proof")
+		})
+	}
 }
 
 func TestDPoPConfig(t *testing.T) {

@@ -21,7 +21,6 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jws"
 	"github.com/lestrrat-go/jwx/v2/jwt"
 
-	"github.com/tollgate-dev/tollgate/internal/dpop"
 	"github.com/tollgate-dev/tollgate/internal/httpapi"
 )
 
@@ -357,9 +356,6 @@ func (s *Service) refresh(r *http.Request, raw, clientID string) (issued, error)
 		}
 		log.Warn("refresh token reused: session revoked with its access tokens", "session", sid, "client_id", clientID)
 		return issued{}, errInvalidGrant(err)
-	case errors.Is(err, errWrongKey):
-		s.metrics.refreshes.WithLabelValues("invalid").Inc()
-		return issued{}, errDPoP(fmt.Errorf("%w: %w", dpop.ErrKeyMismatch, err), "")
 	case errors.Is(err, errRefreshUnknown), errors.Is(err, errSessionEnded), errors.Is(err, errWrongClient), errors.Is(err, errNotFound):
 		s.metrics.refreshes.WithLabelValues("invalid").Inc()
 		return issued{}, errInvalidGrant(err)

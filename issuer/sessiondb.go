@@ -22,9 +22,6 @@ var (
 	errSessionEnded = errors.New("session ended")
 	// errWrongClient: the token was issued to another client.
 	errWrongClient = errors.New("refresh token was issued to another client")
-	// errWrongKey: the session is bound to another DPoP key than the
-	// refresh's proof.
-	errWrongKey = errors.New("session is bound to another DPoP key")
 )
 
 // session is one sessions row.
@@ -137,8 +134,7 @@ type rotation struct {
 	newHash string
 	access  accessRow
 	// jkt is the thumbprint of the refresh's DPoP proof key, "" without
-	// a proof. A bound session needs the same key; an unbound one
-	// becomes bound to it.
+	// a proof; an unbound session becomes bound to it.
 	jkt string
 }
 
@@ -147,10 +143,10 @@ type rotation struct {
 // exactly one commits. A token already used is errRefreshReused (with
 // the session id, for the caller to revoke), an unknown one
 // errRefreshUnknown; a token of an ended session errSessionEnded; one
-// presented by another client errWrongClient, and one of a session bound
-// to another DPoP key than r.jkt errWrongKey; these two are not
-// consumed. An unbound session refreshed with a proof is bound to its
-// key from then on.
+// presented by another client errWrongClient, and is not consumed. An
+// unbound session refreshed with a proof (r.jkt) is bound to its key from
+// then on; the caller has checked the proof of a bound one against its
+// key, and a binding never changes once set.
 func (s sessions) rotate(ctx context.Context, r rotation) (sessionID string, err error) {
 	err = s.inTx(ctx, func(tx *sql.Tx) error {
 		var (
@@ -176,10 +172,6 @@ func (s sessions) rotate(ctx context.Context, r rotation) (sessionID string, err
 		switch {
 		case ss.clientID != r.clientID:
 			return errWrongClient
-		case ss.jkt != "" && ss.jkt != r.jkt:
-			// The caller checked the proof against the binding it read;
-			// this holds it inside the transaction too.
-			return errWrongKey
 		case ss.revoked:
 			return errSessionEnded
 		case used.Valid:
