@@ -9,7 +9,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lestrrat-go/jwx/v2/jwt"
+
 	"github.com/tollgate-dev/tollgate/internal/dpop"
+	"github.com/tollgate-dev/tollgate/internal/httpapi"
 	"github.com/tollgate-dev/tollgate/internal/store"
 )
 
@@ -171,4 +174,63 @@ func tokenType(jkt string) string {
 		return dpop.Scheme
 	}
 	return "Bearer"
+}
+
+// checkBoundToken enforces RFC 9449 §7 where the issuer itself accepts an
+// access token (POST /logout, public at the gateway): a token bound to a
+// key (cnf.jkt) counts only as "Authorization: DPoP" with a proof by that
+// key for this request, naming the token in ath; a DPoP-scheme token must
+// be bound. A stolen bound token so cannot end its owner's session.
+func (s *Service) checkBoundToken(r *http.Request, path, raw, scheme string, claims jwt.Token) error {
+	jkt := boundKey(claims)
+	if jkt == "" && scheme != dpop.Scheme {
+		return nil
+	}
+	deny := func(code string, cause error) error {
+		e := httpapi.Errorf(http.StatusUnauthorized, cause, "token is invalid")
+		e.Header = http.Header{"Www-Authenticate": {`Bearer realm="tollgate"`, s.dpopChallenge(code)}}
+		return e
+	}
+	if jkt == "" {
+		return deny("invalid_token", errors.New("DPoP scheme with a token that is not bound to a key"))
+	}
+	if scheme != dpop.Scheme {
+		return deny("invalid_token", errors.New("DPoP-bound token presented as a bearer token"))
+	}
+	_, err := s.dpop.Verify(r.Context(), strings.Join(r.Header.Values(dpop.Header), ","), dpop.Request{
+		Method:      r.Method,
+		URL:         s.cfg.IssuerURL + path,
+		AccessToken: raw,
+		JKT:         jkt,
+	})
+	switch {
+	case errors.Is(err, dpop.ErrUseNonce):
+		return deny("use_dpop_nonce", err)
+	case errors.Is(err, dpop.ErrInvalidProof):
+		return deny("invalid_dpop_proof", err)
+	case err != nil:
+		return errDPoP(err, "")
+	}
+	return nil
+}
+
+// boundKey is the cnf.jkt of an access token, or "".
+func boundKey(claims jwt.Token) string {
+	v, ok := claims.Get("cnf")
+	if !ok {
+		return ""
+	}
+	cnf, _ := v.(map[string]any)
+	jkt, _ := cnf["jkt"].(string)
+	return jkt
+}
+
+// dpopChallenge is the DPoP WWW-Authenticate challenge (RFC 9449 §7.1),
+// with an error code when code is set.
+func (s *Service) dpopChallenge(code string) string {
+	c := `DPoP algs="` + strings.Join(s.dpop.Algorithms(), " ") + `"`
+	if code != "" {
+		c += `, error="` + code + `"`
+	}
+	return c
 }

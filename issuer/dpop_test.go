@@ -689,3 +689,76 @@ func TestDPoPConfig(t *testing.T) {
 		})
 	}
 }
+
+// TestDPoPLogout: /logout, where the issuer itself takes an access token,
+// honours the binding (RFC 9449 §7): a bound token ends its session only
+// as "Authorization: DPoP" with a fresh proof by its key for POST
+// /logout naming it in ath; as a bearer token, without a proof, or with
+// any other proof it is refused and the session lives on.
+func TestDPoPLogout(t *testing.T) {
+	env := newEnv(t)
+	env.mustRegister(t, "alain", goodPassword)
+	owner := newClientKey(t)
+	thief := newClientKey(t)
+	bearer := env.tokenWith(t, env.passwordForm()).grant(t, "bearer login").AccessToken
+	tests := []struct {
+		name      string
+		headers   func(tok string) map[string]string
+		wantError string // the DPoP challenge's error; "" for 204
+	}{
+		{"as a bearer token", func(tok string) map[string]string {
+			return map[string]string{"Authorization": "Bearer " + tok}
+		}, "invalid_token"},
+		{"in x-access-tokens", func(tok string) map[string]string {
+			return map[string]string{"x-access-tokens": tok}
+		}, "invalid_token"},
+		{"DPoP without a proof", func(tok string) map[string]string {
+			return map[string]string{"Authorization": "DPoP " + tok}
+		}, "invalid_dpop_proof"},
+		{"proof by another key", func(tok string) map[string]string {
+			return map[string]string{"Authorization": "DPoP " + tok, "DPoP": env.proof(t, thief, "POST", "/logout", dpop.ProofOptions{AccessToken: tok})}
+		}, "invalid_dpop_proof"},
+		{"proof without ath", func(tok string) map[string]string {
+			return map[string]string{"Authorization": "DPoP " + tok, "DPoP": env.proof(t, owner, "POST", "/logout", dpop.ProofOptions{})}
+		}, "invalid_dpop_proof"},
+		{"proof for /token", func(tok string) map[string]string {
+			return map[string]string{"Authorization": "DPoP " + tok, "DPoP": env.proof(t, owner, "POST", "/token", dpop.ProofOptions{AccessToken: tok})}
+		}, "invalid_dpop_proof"},
+		{"unbound token as DPoP", func(string) map[string]string {
+			return map[string]string{"Authorization": "DPoP " + bearer, "DPoP": env.proof(t, owner, "POST", "/logout", dpop.ProofOptions{AccessToken: bearer})}
+		}, "invalid_token"},
+		{"owner's proof", func(tok string) map[string]string {
+			return map[string]string{"Authorization": "DPoP " + tok, "DPoP": env.proof(t, owner, "POST", "/logout", dpop.ProofOptions{AccessToken: tok})}
+		}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := env.tokenWith(t, env.passwordForm(), env.proof(t, owner, "POST", "/token", dpop.ProofOptions{})).grant(t, "DPoP login")
+			res := env.do(t, request{method: "POST", path: "/logout", headers: tt.headers(g.AccessToken)})
+			if tt.wantError == "" {
+				if res.status != http.StatusNoContent {
+					t.Fatalf("POST /logout(%s) = %d %s, want 204", tt.name, res.status, res.body)
+				}
+				if env.feed(t, "0").revokedJTI(jtiOf(t, g.AccessToken)) != true {
+					t.Errorf("after /logout(%s) the token is not revoked", tt.name)
+				}
+				return
+			}
+			if res.status != http.StatusUnauthorized {
+				t.Fatalf("POST /logout(%s) = %d %s, want 401", tt.name, res.status, res.body)
+			}
+			want := `DPoP algs="` + strings.Join(dpop.DefaultAlgorithms, " ") + `", error="` + tt.wantError + `"`
+			if got := res.header.Values("Www-Authenticate"); len(got) != 2 || got[1] != want {
+				t.Errorf("POST /logout(%s) WWW-Authenticate = %q, want the Bearer challenge and %q", tt.name, got, want)
+			}
+			if env.feed(t, "0").revokedJTI(jtiOf(t, g.AccessToken)) {
+				t.Errorf("POST /logout(%s) was refused but revoked the token", tt.name)
+			}
+			// The session lives on: its refresh token still works, with
+			// the owner's key.
+			if r := env.tokenWith(t, refreshForm(g.RefreshToken), env.proof(t, owner, "POST", "/token", dpop.ProofOptions{})); r.status != http.StatusOK {
+				t.Errorf("after a refused /logout(%s), refresh = %d %s, want 200", tt.name, r.status, r.body)
+			}
+		})
+	}
+}

@@ -21,6 +21,7 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jws"
 	"github.com/lestrrat-go/jwx/v2/jwt"
 
+	"github.com/tollgate-dev/tollgate/internal/dpop"
 	"github.com/tollgate-dev/tollgate/internal/httpapi"
 )
 
@@ -447,18 +448,23 @@ func (s *Service) revokeAccessToken(ctx context.Context, raw, clientID string) e
 // verifies itself: the route is public at the gateway) ends its session,
 // refresh tokens and current access token alike. 204.
 func (s *Service) logout(w http.ResponseWriter, r *http.Request) error {
-	raw := bearerToken(r)
-	challenge := http.Header{"Www-Authenticate": {`Bearer realm="tollgate", error="invalid_token"`}}
+	raw, scheme := presentedToken(r)
 	if raw == "" {
 		e := httpapi.Errorf(http.StatusUnauthorized, nil, "an access token is required")
-		e.Header = http.Header{"Www-Authenticate": {`Bearer realm="tollgate"`}}
+		e.Header = http.Header{"Www-Authenticate": {`Bearer realm="tollgate"`, s.dpopChallenge("")}}
 		return e
 	}
 	claims, err := s.verifyOwn(raw)
 	if err != nil {
 		e := httpapi.Errorf(http.StatusUnauthorized, err, "token is invalid")
-		e.Header = challenge
+		e.Header = http.Header{"Www-Authenticate": {`Bearer realm="tollgate", error="invalid_token"`, s.dpopChallenge("")}}
+		if scheme == dpop.Scheme {
+			e.Header = http.Header{"Www-Authenticate": {`Bearer realm="tollgate"`, s.dpopChallenge("invalid_token")}}
+		}
 		return e
+	}
+	if err := s.checkBoundToken(r, "/logout", raw, scheme, claims); err != nil {
+		return err
 	}
 	ctx := r.Context()
 	a, err := s.sessions.accessByJTI(ctx, claims.JwtID())
@@ -482,18 +488,24 @@ func (s *Service) logout(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// bearerToken returns the access token of r: Authorization Bearer
-// first, then the tutorial's headers.
-func bearerToken(r *http.Request) string {
-	if scheme, rest, ok := strings.Cut(r.Header.Get("Authorization"), " "); ok && strings.EqualFold(scheme, "bearer") {
-		return strings.TrimSpace(rest)
+// presentedToken returns the access token of r and how it came:
+// Authorization Bearer or DPoP first, then the tutorial's headers
+// (scheme "").
+func presentedToken(r *http.Request) (tok, scheme string) {
+	if sch, rest, ok := strings.Cut(r.Header.Get("Authorization"), " "); ok {
+		switch {
+		case strings.EqualFold(sch, "bearer"):
+			return strings.TrimSpace(rest), "Bearer"
+		case strings.EqualFold(sch, dpop.Scheme):
+			return strings.TrimSpace(rest), dpop.Scheme
+		}
 	}
 	for _, h := range []string{"X-Access-Tokens", "X-Access-Token"} {
 		if v := r.Header.Get(h); v != "" {
-			return v
+			return v, ""
 		}
 	}
-	return ""
+	return "", ""
 }
 
 // maxOwnTokenBytes bounds a token the issuer parses itself.
