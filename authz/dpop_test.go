@@ -450,3 +450,19 @@ func TestDPoPSharedReplay(t *testing.T) {
 		t.Errorf("Ready() without the shared replay store = %v, want a dpop_replay error", err)
 	}
 }
+
+// The dpop_public_origins example in docs/authz.md is a valid map.
+func TestDocsDPoPOriginsExample(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "docs", "authz.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := parseConfigFile("authz.yaml", []byte(docBlock(t, string(b), "authz-dpop-origins-example")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := checkOrigins(f.cfg.DPoPPublicOrigins)
+	if err != nil || len(got) != 2 {
+		t.Errorf("docs/authz.md dpop_public_origins = %v, %v; want two valid origins", got, err)
+	}
+}
