@@ -129,6 +129,8 @@ func valueSets() []valueSet {
 		{name: "rs256", files: []string{tv("rs256.yaml")}},
 		{name: "eddsa", files: []string{tv("eddsa.yaml")}},
 		{name: "trusted-issuers", files: []string{tv("trusted-issuers.yaml")}},
+		{name: "dpop", files: []string{tv("dpop.yaml")}, secret: []string{"tollgate-db"}},
+		{name: "dpop-service-mode", files: []string{tv("dpop.yaml"), tv("service-mode.yaml")}, secret: []string{"tollgate-db"}},
 		{name: "istio-example", files: []string{"k8s/examples/istio/tollgate-values.yaml"}},
 		{name: "envoy-gateway-example", files: []string{"k8s/examples/envoy-gateway/tollgate-values.yaml"}},
 		{name: "kind", files: []string{"charts/tollgate/values-kind.yaml"}},

@@ -52,7 +52,7 @@ func installCases(t *testing.T) []installCase {
 		rel, _ := filepath.Rel(repo, f)
 		c := installCase{name: rel, files: []string{rel}}
 		switch filepath.Base(f) {
-		case "postgres.yaml":
+		case "postgres.yaml", "dpop.yaml":
 			c.secrets = db
 		case "existing-secrets.yaml":
 			c.secrets = map[string]map[string][]byte{

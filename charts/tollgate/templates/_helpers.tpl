@@ -66,6 +66,29 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "tollgate.signingKeysSecret" -}}
 {{- default (printf "%s-signing-keys" (include "tollgate.fullname" .)) .Values.issuer.signingKeys.existingSecret }}
 {{- end }}
+{{- define "tollgate.dpopNonceSecret" -}}
+{{- printf "%s-dpop-nonce" (include "tollgate.fullname" .) }}
+{{- end }}
+
+{{/* tollgate.dpopNonceVolume: the DPoP nonce secret, when nonces are on. */}}
+{{- define "tollgate.dpopNonceVolume" -}}
+{{- if .Values.dpop.nonces }}
+- name: dpop-nonce
+  secret:
+    secretName: {{ include "tollgate.dpopNonceSecret" . }}
+    defaultMode: 0440
+{{- end }}
+{{- end }}
+
+{{/* tollgate.dpopNonceMount: where the DPoP nonce secret is mounted. */}}
+{{- define "tollgate.dpopNonceMount" -}}
+{{- if .Values.dpop.nonces }}
+- name: dpop-nonce
+  mountPath: /etc/tollgate/dpop
+  readOnly: true
+{{- end }}
+{{- end }}
+
 {{- define "tollgate.adminSecret" -}}
 {{- default (printf "%s-admin" (include "tollgate.fullname" .)) .Values.issuer.admin.existingSecret }}
 {{- end }}
@@ -171,6 +194,34 @@ tracing:
     - name: TOLLGATE_AUTHZ_CONFIG
       value: /etc/tollgate/authz/authz.yaml
     {{- end }}
+    - name: TOLLGATE_AUTHZ_DPOP_ALGORITHMS
+      value: {{ .Values.dpop.algorithms | quote }}
+    - name: TOLLGATE_AUTHZ_DPOP_MAX_AGE
+      value: {{ .Values.dpop.maxAge | quote }}
+    - name: TOLLGATE_AUTHZ_DPOP_MAX_FUTURE
+      value: {{ .Values.dpop.maxFuture | quote }}
+    - name: TOLLGATE_AUTHZ_DPOP_REPLAY_CAPACITY
+      value: {{ .Values.dpop.replayCapacity | int | quote }}
+    {{- with .Values.dpop.publicOrigins }}
+    - name: TOLLGATE_AUTHZ_DPOP_PUBLIC_ORIGINS
+      value: {{ $list := list }}{{ range $host, $origin := . }}{{ $list = append $list (printf "%s=%s" $host $origin) }}{{ end }}{{ join "," $list | quote }}
+    {{- end }}
+    {{- if .Values.dpop.nonces }}
+    - name: TOLLGATE_AUTHZ_DPOP_NONCES
+      value: "true"
+    - name: TOLLGATE_AUTHZ_DPOP_NONCE_SECRET_FILE
+      value: /etc/tollgate/dpop/nonce-secret
+    {{- end }}
+    {{- if .Values.dpop.sharedReplay }}
+    {{- if ne .Values.database.driver "postgres" }}
+    {{- fail "dpop.sharedReplay needs database.driver postgres: the shared replay store is a PostgreSQL table" }}
+    {{- end }}
+    - name: TOLLGATE_AUTHZ_DPOP_REPLAY_DSN
+      valueFrom:
+        secretKeyRef:
+          name: {{ .Values.database.postgres.existingSecret }}
+          key: {{ .Values.database.postgres.issuerURLKey }}
+    {{- end }}
   ports:
     - name: authz-grpc
       containerPort: {{ include "tollgate.authzGRPCPort" . }}
@@ -207,6 +258,7 @@ tracing:
       mountPath: /etc/tollgate/authz
       readOnly: true
     {{- end }}
+    {{- include "tollgate.dpopNonceMount" . | nindent 4 }}
 {{- end }}
 
 {{/* tollgate.authzConfigVolume: the volume of authz's configuration file, if any. */}}
@@ -216,6 +268,7 @@ tracing:
   configMap:
     name: {{ include "tollgate.fullname" . }}-authz-config
 {{- end }}
+{{- include "tollgate.dpopNonceVolume" . }}
 {{- end }}
 
 {{/* tollgate.authzConfigFile: authz's configuration file: Tollgate's issuer, then the configured ones. */}}
