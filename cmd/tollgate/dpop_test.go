@@ -332,3 +332,20 @@ func TestDPoPUsage(t *testing.T) {
 		})
 	}
 }
+
+// TestDPoPCreateKeyNeverReplaces: a key that appears between the look
+// and the write (another run's) is kept, not overwritten.
+func TestDPoPCreateKeyNeverReplaces(t *testing.T) {
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	keyFile := newKeyFile(t, ec)
+	before, _ := os.ReadFile(keyFile)
+	if _, err := createKey(keyFile); !errors.Is(err, os.ErrExist) {
+		t.Errorf("createKey(existing file) = %v, want os.ErrExist", err)
+	}
+	if after, _ := os.ReadFile(keyFile); !bytes.Equal(after, before) {
+		t.Error("createKey replaced an existing key file")
+	}
+	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(keyFile), ".dpop-key-*")); len(left) > 0 {
+		t.Errorf("createKey left temporary files: %q", left)
+	}
+}
