@@ -65,6 +65,8 @@ fuzz-short:
 	$(FUZZ) '^FuzzNormalizePath$$' ./envoy/gateway/
 	$(FUZZ) '^FuzzCheck$$' ./authz/
 	$(FUZZ) '^FuzzKeySet$$' ./authz/
+	$(FUZZ) '^FuzzVerify$$' ./internal/dpop/
+	$(FUZZ) '^FuzzNormalizeURL$$' ./internal/dpop/
 
 image:
 	docker build -t $(IMAGE) --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) .

@@ -31,6 +31,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/tollgate-dev/tollgate/internal/dpop"
 	"github.com/tollgate-dev/tollgate/internal/httpapi"
 	"github.com/tollgate-dev/tollgate/internal/server"
 )
@@ -68,6 +69,13 @@ type Server struct {
 	runCtx   context.Context
 	reloadMu sync.Mutex                        // serialises commits
 	sources  map[*keySource]context.CancelFunc // running key sources
+
+	// dpop verifies DPoP proofs; dpopSQL is its shared replay store,
+	// nil when proofs are remembered in memory; dpopCh are its
+	// challenges.
+	dpop    *dpop.Verifier
+	dpopSQL *dpop.SQLReplay
+	dpopCh  dpopChallenges
 
 	httpOnce    sync.Once
 	httpHandler http.Handler
@@ -129,7 +137,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	s.health.SetServingStatus(AuthorizationService, healthpb.HealthCheckResponse_NOT_SERVING)
-	s.ready = server.NewHealth(map[string]server.Check{"jwks": s.keysReady})
+	checks := map[string]server.Check{"jwks": s.keysReady}
+	if cfg.DPoPReplayDSN != "" {
+		checks["dpop_replay"] = s.dpopReady
+	}
+	s.ready = server.NewHealth(checks)
 	st, err := s.buildState(fc, nil)
 	if err != nil {
 		if file != nil {
@@ -138,6 +150,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 		return nil, fmt.Errorf("authz config: %w", err)
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.dpop, s.dpopSQL, err = newDPoP(runCtx, cfg, func() time.Time { return s.now() })
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("authz config: %w", err)
+	}
+	s.dpopCh = newDPoPChallenges(s.dpop.Algorithms())
 	s.runCtx, s.cancel = runCtx, cancel
 	s.commit(st)
 	if file != nil {

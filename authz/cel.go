@@ -146,6 +146,7 @@ func (celSizes) EstimateCallCost(function, overloadID string, target *checker.As
 // It is passed by pointer but never kept, so it stays on the stack.
 type requestInfo struct {
 	method, path, host string
+	scheme             string       // http or https, as the gateway saw it (for DPoP's htu)
 	headers            headerLister // listed only if an expression asks
 }
 

@@ -15,6 +15,8 @@ import (
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/tollgate-dev/tollgate/internal/dpop"
 )
 
 // Identity headers authz sets for the upstream on allow.
@@ -44,7 +46,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	}
 	pol, polErr := s.parsePolicy(attrs.GetContextExtensions())
 	eh := envoyHeaders{hr}
-	ri := requestInfo{method: hr.GetMethod(), path: hr.GetPath(), host: hr.GetHost(), headers: eh}
+	ri := requestInfo{method: hr.GetMethod(), path: hr.GetPath(), host: hr.GetHost(), scheme: hr.GetScheme(), headers: eh}
 	d := s.decide(ctx, eh, &ri, pol, polErr)
 	resp := s.checkResponse(d)
 	elapsed := time.Since(start)
@@ -103,7 +105,7 @@ func (e envoyHeaders) all() map[string]string {
 // checkResponse turns a decision into Envoy's answer.
 func (s *Server) checkResponse(d decision) *authv3.CheckResponse {
 	if d.outcome() != allowed {
-		return deniedResponse(d)
+		return s.deniedResponse(d)
 	}
 	return s.okResponse(d.id)
 }
@@ -143,7 +145,8 @@ func newAllowParts(id *identity) allowParts {
 			p.remove = append(p.remove, h)
 		}
 	}
-	p.remove = slices.Clip(append(p.remove, tokenHeaders...))
+	// The DPoP proof goes with the token headers, bound token or not.
+	p.remove = slices.Clip(append(append(p.remove, tokenHeaders...), dpop.Header))
 	p.removeFA = strings.Join(p.remove, ",")
 	p.headers = slices.Clip(p.headers)
 	p.metadata = identityMetadata(id)
@@ -236,14 +239,29 @@ func denialFor(d decision) denial {
 
 // deniedResponse is the one place a denial becomes a CheckResponse: a
 // status Envoy treats as Denied (never an error), the HTTP status, the
-// challenge and a short JSON body.
-func deniedResponse(d decision) *authv3.CheckResponse {
+// challenges, a DPoP-Nonce when nonces are on, and a short JSON body.
+// A second challenge is its own www-authenticate header: the first
+// overwrites whatever the local reply had, the next are added
+// (APPEND_IF_EXISTS_OR_ADD, which Envoy adds as another header line).
+func (s *Server) deniedResponse(d decision) *authv3.CheckResponse {
 	dn := denialFor(d)
-	headers := make([]*corev3.HeaderValueOption, 0, 2)
-	if dn.challenge != "" {
-		headers = append(headers, overwrite("www-authenticate", dn.challenge))
-	} else {
+	challenges, nonce := s.challenges(d)
+	headers := make([]*corev3.HeaderValueOption, 0, 2+len(challenges))
+	for i, c := range challenges {
+		if i == 0 {
+			headers = append(headers, overwrite("www-authenticate", c))
+		} else {
+			headers = append(headers, &corev3.HeaderValueOption{
+				Header:       &corev3.HeaderValue{Key: "www-authenticate", Value: c},
+				AppendAction: corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD,
+			})
+		}
+	}
+	if len(challenges) == 0 {
 		headers = append(headers, overwrite("retry-after", retryAfter))
+	}
+	if nonce {
+		headers = append(headers, overwrite("dpop-nonce", s.dpop.Nonces().Current()))
 	}
 	headers = append(headers, overwrite("content-type", "application/json"))
 	return &authv3.CheckResponse{

@@ -52,6 +52,7 @@ func wantAllow(sub, name, roles, jti string) *authv3.CheckResponse {
 	}
 	headers = append(headers, setHeader("x-user-issuer", DefaultIssuerName))
 	remove = append(remove, tokenHeaders...)
+	remove = append(remove, "dpop")
 	md := map[string]*structpb.Value{"sub": structpb.NewStringValue(sub), "issuer": structpb.NewStringValue(DefaultIssuerName)}
 	if name != "" {
 		md["name"] = structpb.NewStringValue(name)
@@ -80,9 +81,27 @@ func wantDeny(rpcCode int32, httpCode typev3.StatusCode, first *corev3.HeaderVal
 	}
 }
 
+// addHeader is a denial's second header of a name: added beside the
+// first, not over it.
+func addHeader(k, v string) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{
+		Header:       &corev3.HeaderValue{Key: k, Value: v},
+		AppendAction: corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD,
+	}
+}
+
+// dpopAlgs is the algs parameter of the DPoP challenge by default.
+const dpopAlgs = `algs="ES256 ES384 ES512 PS256 PS384 PS512 RS256 RS384 RS512 EdDSA"`
+
 var (
-	wantNoToken = wantDeny(16, typev3.StatusCode_Unauthorized,
-		setHeader("www-authenticate", `Bearer realm="tollgate"`), "a valid token is missing")
+	// A request without a token is offered both schemes.
+	wantNoToken = func() *authv3.CheckResponse {
+		r := wantDeny(16, typev3.StatusCode_Unauthorized,
+			setHeader("www-authenticate", `Bearer realm="tollgate"`), "a valid token is missing")
+		d := r.GetDeniedResponse()
+		d.Headers = append(d.Headers[:1], addHeader("www-authenticate", "DPoP "+dpopAlgs), d.Headers[1])
+		return r
+	}()
 	wantInvalid = wantDeny(16, typev3.StatusCode_Unauthorized,
 		setHeader("www-authenticate", `Bearer realm="tollgate", error="invalid_token"`), "token is invalid")
 	wantForbidden = wantDeny(7, typev3.StatusCode_Forbidden,

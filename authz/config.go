@@ -10,6 +10,9 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/tollgate-dev/tollgate/internal/dpop"
+	"github.com/tollgate-dev/tollgate/internal/store"
 )
 
 // Defaults, the values DefaultConfig starts from.
@@ -146,6 +149,32 @@ type Config struct {
 	// TracerProvider records a span per check (and per JWKS fetch a
 	// check waits on); nil turns tracing off at no cost.
 	TracerProvider trace.TracerProvider
+
+	// DPoPAlgorithms are the signature algorithms a DPoP proof may use.
+	DPoPAlgorithms []string
+	// DPoPMaxAge is how old a proof's iat may be, DPoPMaxFuture how far
+	// ahead of authz's clock.
+	DPoPMaxAge, DPoPMaxFuture time.Duration
+	// DPoPReplayCapacity bounds this replica's in-memory set of used
+	// proofs (when DPoPReplayDSN is empty).
+	DPoPReplayCapacity int
+	// DPoPReplayDSN, a postgres:// URL, makes the used proofs a table
+	// shared by every replica using it, instead of per replica memory.
+	DPoPReplayDSN string
+	// DPoPNonces makes every proof carry a server nonce (RFC 9449 §8).
+	DPoPNonces bool
+	// DPoPNonceSecretFile holds the nonce key (at least 32 bytes), the
+	// same for every replica; empty means a random key, for one replica.
+	DPoPNonceSecretFile string
+	// DPoPNoncePeriod is how often the nonce changes; a nonce is valid
+	// for one to two periods.
+	DPoPNoncePeriod time.Duration
+	// DPoPPublicOrigins maps a request host ("books.example.com", or
+	// with a port) to the origin its clients use ("https://books.example.com")
+	// where TLS ends before the gateway, so a proof's htu is compared
+	// with the URL the client used. The configuration file's
+	// dpop_public_origins add to it.
+	DPoPPublicOrigins map[string]string
 }
 
 // DefaultConfig returns the configuration `tollgate authz` starts from:
@@ -170,6 +199,12 @@ func DefaultConfig() Config {
 		ReloadInterval:      DefaultReloadInterval,
 		LogBuffer:           DefaultLogBuffer,
 		LogAllowSample:      DefaultLogAllowSample,
+
+		DPoPAlgorithms:     slices.Clone(DefaultDPoPAlgorithms),
+		DPoPMaxAge:         dpop.DefaultMaxAge,
+		DPoPMaxFuture:      dpop.DefaultMaxFuture,
+		DPoPReplayCapacity: DefaultDPoPReplayCapacity,
+		DPoPNoncePeriod:    dpop.DefaultNoncePeriod,
 	}
 }
 
@@ -261,6 +296,32 @@ func (c Config) validate() (Config, error) {
 	}
 	if c.ConfigFile != "" && c.ReloadInterval <= 0 {
 		errs = append(errs, fmt.Errorf("reload interval must be positive, not %v", c.ReloadInterval))
+	}
+	if len(c.DPoPAlgorithms) == 0 {
+		errs = append(errs, errors.New("dpop algorithm allowlist is empty"))
+	}
+	for _, a := range c.DPoPAlgorithms {
+		if !supportedAlgorithms[a] {
+			errs = append(errs, fmt.Errorf("dpop algorithm %q is not allowed (use ES256, ES384, ES512, RS256, RS384, RS512, PS256, PS384, PS512 or EdDSA)", a))
+		}
+	}
+	if c.DPoPMaxAge <= 0 || c.DPoPMaxFuture < 0 {
+		errs = append(errs, fmt.Errorf("dpop proof window needs a positive max age and a non-negative max future, not %v and %v", c.DPoPMaxAge, c.DPoPMaxFuture))
+	}
+	if c.DPoPReplayDSN == "" && c.DPoPReplayCapacity <= 0 {
+		errs = append(errs, fmt.Errorf("dpop replay capacity must be positive, not %d", c.DPoPReplayCapacity))
+	}
+	if c.DPoPReplayDSN != "" && !store.IsPostgres(c.DPoPReplayDSN) {
+		errs = append(errs, errors.New("dpop replay dsn must be a postgres:// URL"))
+	}
+	if c.DPoPNonces && c.DPoPNoncePeriod <= 0 {
+		errs = append(errs, fmt.Errorf("dpop nonce period must be positive, not %v", c.DPoPNoncePeriod))
+	}
+	if c.DPoPNonceSecretFile != "" && !c.DPoPNonces {
+		errs = append(errs, errors.New("a dpop nonce secret file is set but nonces are off"))
+	}
+	if _, err := checkOrigins(c.DPoPPublicOrigins); err != nil {
+		errs = append(errs, err)
 	}
 	if c.MinRefresh > c.MaxRefresh {
 		errs = append(errs, fmt.Errorf("min refresh %v is above max refresh %v", c.MinRefresh, c.MaxRefresh))

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/tollgate-dev/tollgate/internal/dpop"
 )
 
 // outcome is the HTTP-level result of a check.
@@ -78,6 +80,16 @@ const (
 	reasonWrongIssuer
 	reasonPolicyDenied
 	reasonUnsafeClaims
+	reasonDPoPBoundAsBearer
+	reasonDPoPUnbound
+	reasonDPoPRequired
+	reasonDPoPNoProof
+	reasonDPoPInvalidProof
+	reasonDPoPReplayed
+	reasonDPoPKeyMismatch
+	reasonDPoPTokenHash
+	reasonDPoPNonce
+	reasonDPoPReplayStore
 	numReasons
 )
 
@@ -116,6 +128,20 @@ var reasons = [numReasons]struct {
 	reasonWrongIssuer:      {"wrong_issuer", permissionDenied},
 	reasonPolicyDenied:     {"policy_denied", permissionDenied},
 	reasonUnsafeClaims:     {"unsafe_claims", permissionDenied},
+	// DPoP (RFC 9449 §7): a bound token without its proof, a proof that
+	// fails, a token under the wrong scheme.
+	reasonDPoPBoundAsBearer: {"dpop_bound_as_bearer", unauthenticated},
+	reasonDPoPUnbound:       {"dpop_unbound_token", unauthenticated},
+	reasonDPoPRequired:      {"dpop_required", unauthenticated},
+	reasonDPoPNoProof:       {"dpop_no_proof", unauthenticated},
+	reasonDPoPInvalidProof:  {"dpop_invalid_proof", unauthenticated},
+	reasonDPoPReplayed:      {"dpop_replayed", unauthenticated},
+	reasonDPoPKeyMismatch:   {"dpop_key_mismatch", unauthenticated},
+	reasonDPoPTokenHash:     {"dpop_ath_mismatch", unauthenticated},
+	reasonDPoPNonce:         {"dpop_nonce", unauthenticated},
+	// The replay store could not answer: nothing is known to be wrong
+	// with the proof, so it is a 503 like a missing key set.
+	reasonDPoPReplayStore: {"dpop_replay_unavailable", unavailable},
 }
 
 func (r reason) String() string { return reasons[r].name }
@@ -179,31 +205,39 @@ type decision struct {
 	id     *identity // set when the token verified, even if the policy then denied
 	route  string
 	err    error // detail for the log only
+	// dpopScheme: the token came as Authorization: DPoP; dpopOnly: the
+	// route requires DPoP. Both shape the challenges of a denial.
+	dpopScheme, dpopOnly bool
 }
 
 func (d decision) outcome() outcome { return d.reason.outcome() }
 
 // findToken returns the token from the first configured header that has
-// one. An Authorization header with another scheme (Basic, say) is not a
-// token and the search goes on; "Bearer" with nothing usable after it is
-// a token that will fail verification. found is false when no header
-// carried a token at all.
-func (s *Server) findToken(hs headerSource) (tok string, found bool) {
+// one, and the scheme it came with. An Authorization header with another
+// scheme (Basic, say) is not a token and the search goes on; "Bearer" or
+// "DPoP" with nothing usable after it is a token that will fail
+// verification. found is false when no header carried a token at all.
+func (s *Server) findToken(hs headerSource) (tok string, scheme uint8, found bool) {
 	for _, h := range s.cfg.TokenHeaders {
 		v, ok := hs.header(h)
 		if !ok {
 			continue
 		}
 		if h != "authorization" {
-			return v, true
+			return v, schemeHeader, true
 		}
-		scheme, rest, _ := strings.Cut(v, " ")
-		if !strings.EqualFold(scheme, "bearer") {
+		sch, rest, _ := strings.Cut(v, " ")
+		switch {
+		case strings.EqualFold(sch, "bearer"):
+			scheme = schemeBearer
+		case strings.EqualFold(sch, dpop.Scheme):
+			scheme = schemeDPoP
+		default:
 			continue
 		}
-		return strings.TrimLeft(rest, " "), true
+		return strings.TrimLeft(rest, " "), scheme, true
 	}
-	return "", false
+	return "", schemeBearer, false
 }
 
 // decide is the one decision procedure behind gRPC Check and HTTP
@@ -223,8 +257,11 @@ func (s *Server) decide(ctx context.Context, hs headerSource, req *requestInfo, 
 		if d.route == "" {
 			d.route = filePol.route
 		}
+		d.dpopOnly = filePol.dpop
 	}
-	tok, found := s.findToken(hs)
+	d.dpopOnly = d.dpopOnly || pol.dpop
+	tok, scheme, found := s.findToken(hs)
+	d.dpopScheme = scheme == schemeDPoP
 	if !found {
 		d.reason = reasonNoToken
 		return d
@@ -253,6 +290,15 @@ func (s *Server) decide(ctx context.Context, hs headerSource, req *requestInfo, 
 		}
 	}
 	d.id, d.reason = id, r
+	// The proof is new on every request, so it is verified on every
+	// check, the token's cached or not. A bearer token on a route that
+	// does not require DPoP costs nothing here.
+	if id.jkt != "" || d.dpopScheme || d.dpopOnly {
+		if r, err := s.checkDPoP(ctx, st, hs, req, tok, scheme, id, d.dpopOnly); err != nil {
+			d.reason, d.err = r, err
+			return d
+		}
+	}
 	if filePol != nil {
 		if r, err := filePol.evaluate(id, req); err != nil {
 			d.reason, d.err = r, err

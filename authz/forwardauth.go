@@ -8,6 +8,7 @@ import (
 
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/tollgate-dev/tollgate/internal/dpop"
 	"github.com/tollgate-dev/tollgate/internal/httpapi"
 )
 
@@ -36,7 +37,7 @@ func (s *Server) serveForwardAuth(w http.ResponseWriter, r *http.Request) {
 	}
 	pol, polErr := s.policyFromHeaders(r.Header)
 	method, path := originalRequest(r)
-	ri := requestInfo{method: method, path: path, host: forwardedHost(r), headers: httpHeaders(r.Header)}
+	ri := requestInfo{method: method, path: path, host: forwardedHost(r), scheme: forwardedProto(r), headers: httpHeaders(r.Header)}
 	d = s.decide(ctx, httpHeaders(r.Header), &ri, pol, polErr)
 	h := w.Header()
 	h.Set("Cache-Control", "no-store")
@@ -48,10 +49,14 @@ func (s *Server) serveForwardAuth(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 	} else {
 		dn := denialFor(d)
-		if dn.challenge != "" {
-			h.Set("WWW-Authenticate", dn.challenge)
+		challenges, nonce := s.challenges(d)
+		if len(challenges) > 0 {
+			h["Www-Authenticate"] = challenges
 		} else {
 			h.Set("Retry-After", retryAfter)
+		}
+		if nonce {
+			h.Set(dpop.NonceHeader, s.dpop.Nonces().Current())
 		}
 		httpapi.WriteJSON(w, dn.status, map[string]string{"message": dn.message})
 	}
@@ -127,6 +132,21 @@ func forwardedHost(r *http.Request) string {
 		return h
 	}
 	return r.Host
+}
+
+// forwardedProto is the scheme of the request being authorized: the one
+// the proxy passed in X-Forwarded-Proto, else that of the subrequest.
+// Only a DPoP proof's htu uses it, and a configured public origin for
+// the host takes its place.
+func forwardedProto(r *http.Request) string {
+	if p := r.Header.Get("X-Forwarded-Proto"); p != "" {
+		p, _, _ = strings.Cut(p, ",")
+		return strings.ToLower(strings.TrimSpace(p))
+	}
+	if r.TLS != nil {
+		return "https"
+	}
+	return "http"
 }
 
 // all returns the request headers by lowercase name, repeats joined

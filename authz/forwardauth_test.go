@@ -75,10 +75,10 @@ func TestForwardAuth(t *testing.T) {
 	admin := e.key.sign(t, claimsFor("u-8", "admin", "user"), nil)
 	noName := claimsFor("u-9", "user")
 	delete(noName, "name")
-	const removeAll = "authorization,x-access-tokens,x-access-token"
+	const removeAll = "authorization,x-access-tokens,x-access-token,dpop"
 
 	var (
-		noToken   = faDeny(401, `Bearer realm="tollgate"`, "a valid token is missing")
+		noToken   = faDeny(401, `Bearer realm="tollgate" | DPoP `+dpopAlgs, "a valid token is missing")
 		invalid   = faDeny(401, `Bearer realm="tollgate", error="invalid_token"`, "token is invalid")
 		forbidden = faDeny(403, `Bearer realm="tollgate", error="insufficient_scope"`, "insufficient permissions")
 	)

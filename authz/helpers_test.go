@@ -461,6 +461,12 @@ func testConfig(c Config) Config {
 	if c.TokenHeaders == nil {
 		c.TokenHeaders = d.TokenHeaders
 	}
+	if c.DPoPAlgorithms == nil {
+		c.DPoPAlgorithms = d.DPoPAlgorithms
+	}
+	if c.DPoPReplayCapacity == 0 {
+		c.DPoPReplayCapacity = d.DPoPReplayCapacity
+	}
 	if c.LogAllowSample == 0 {
 		// Tests read every decision's log line; TestDecisionLogSampling
 		// sets the sample on the server itself.
@@ -473,6 +479,7 @@ func testConfig(c Config) Config {
 		{&c.MinRefresh, d.MinRefresh}, {&c.MaxRefresh, max(d.MaxRefresh, c.MinRefresh)},
 		{&c.RefetchInterval, d.RefetchInterval}, {&c.FetchTimeout, d.FetchTimeout},
 		{&c.ShutdownTimeout, d.ShutdownTimeout}, {&c.MaxTokenLifetime, d.MaxTokenLifetime},
+		{&c.DPoPMaxAge, d.DPoPMaxAge}, {&c.DPoPMaxFuture, d.DPoPMaxFuture}, {&c.DPoPNoncePeriod, d.DPoPNoncePeriod},
 	} {
 		if *f.p == 0 {
 			*f.p = f.v

@@ -35,6 +35,7 @@ type policy struct {
 	scopes     string // all required; "" = none
 	issuers    string // one of these issuer names; "" = any
 	cel        *celProgram
+	dpop       bool // dpop: required, only DPoP-bound tokens
 }
 
 // errBadPolicy wraps every policy that cannot be understood; such a
@@ -87,6 +88,11 @@ func (s *Server) setPolicy(p *policy, k, v string) error {
 			return fmt.Errorf("%w: cel: %w", errBadPolicy, err)
 		}
 		p.cel = prg
+	case policyDPoP:
+		if v != dpopRequired {
+			return fmt.Errorf("%w: dpop %q: the only value is %q", errBadPolicy, truncate(v, 64), dpopRequired)
+		}
+		p.dpop = true
 	case policyRoute:
 		if !validLabel(v, maxRouteLen, true) {
 			return fmt.Errorf("%w: route %q is not 1-%d characters of [A-Za-z0-9._:/-]", errBadPolicy, truncate(v, 64), maxRouteLen)

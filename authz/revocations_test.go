@@ -195,7 +195,7 @@ func TestRevokedTokenRefused(t *testing.T) {
 		}
 		if st.want == 401 {
 			// The same answer as any invalid token.
-			want := deniedResponse(decision{reason: reasonBadSignature})
+			want := e.srv.deniedResponse(decision{reason: reasonBadSignature})
 			if got := resp.GetDeniedResponse(); got.GetBody() != want.GetDeniedResponse().GetBody() ||
 				got.GetHeaders()[0].GetHeader().GetValue() != want.GetDeniedResponse().GetHeaders()[0].GetHeader().GetValue() {
 				t.Errorf("Check(%s) denial = %v, want the invalid_token answer %v", st.name, got, want.GetDeniedResponse())

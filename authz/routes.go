@@ -17,6 +17,8 @@ type PolicyConfig struct {
 	Scopes     []string `yaml:"scopes"`
 	Issuers    []string `yaml:"issuers"`
 	CEL        string   `yaml:"cel"`
+	// DPoP "required" refuses tokens that are not DPoP-bound.
+	DPoP string `yaml:"dpop"`
 }
 
 // RouteConfig is one authz-side route: a match and the policy beside it.
@@ -78,6 +80,9 @@ func (s *Server) newPolicy(pc PolicyConfig, st *trustState) (policy, error) {
 	}
 	if pc.CEL != "" {
 		set(policyCEL, pc.CEL)
+	}
+	if pc.DPoP != "" {
+		set(policyDPoP, pc.DPoP)
 	}
 	return p, errors.Join(errs...)
 }

@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"cmp"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -26,6 +27,8 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jwk"
+
+	"github.com/tollgate-dev/tollgate/internal/dpop"
 )
 
 // hs256 signs header.payload with HMAC-SHA256 under secret, the way a
@@ -879,6 +882,156 @@ func TestWeakRSAKeysRefused(t *testing.T) {
 			}
 			if got := counterValue(t, e.reg, "tollgate_authz_jwks_keys_refused_total", "reason", "weak_key"); got != 1 {
 				t.Errorf(`tollgate_authz_jwks_keys_refused_total{reason="weak_key"} = %v with %s, want 1`, got, tt.name)
+			}
+		})
+	}
+}
+
+// dpopKey is a client's DPoP key pair, signing proofs.
+func dpopKey(t testing.TB) *dpop.Signer {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := dpop.NewSigner(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// boundClaims are claimsFor with the token bound to s (cnf.jkt).
+func boundClaims(s *dpop.Signer, sub string, roles ...string) map[string]any {
+	c := claimsFor(sub, roles...)
+	c["cnf"] = map[string]any{"jkt": s.JKT()}
+	return c
+}
+
+// proof signs a proof by s for method and url, naming tok in ath; o's
+// other fields are used as given.
+func proof(t testing.TB, s *dpop.Signer, method, url, tok string, o dpop.ProofOptions) string {
+	t.Helper()
+	o.AccessToken = tok
+	p, err := s.Proof(method, url, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// dpopHeaders are the headers of a DPoP request: the token under the
+// DPoP scheme and the proofs (more than one joined with ",", as Envoy
+// joins repeated headers).
+func dpopHeaders(tok string, proofs ...string) map[string]string {
+	h := map[string]string{"authorization": "DPoP " + tok}
+	if len(proofs) > 0 {
+		h["dpop"] = strings.Join(proofs, ",")
+	}
+	return h
+}
+
+// The DPoP section of the attack table (RFC 9449 §7): a bound token is
+// worthless without a fresh proof by its key for this very request, and
+// the DPoP scheme is worthless without a bound token. Each row names the
+// reason that is its defence.
+func TestAttackDPoP(t *testing.T) {
+	e := newTestEnv(t, Config{CacheSize: 100})
+	e.waitReady()
+	key, other := dpopKey(t), dpopKey(t)
+	bound := e.key.sign(t, boundClaims(key, "victim", "user"), nil)
+	otherBound := e.key.sign(t, boundClaims(key, "victim", "user"), nil)
+	unbound := e.key.sign(t, claimsFor("victim", "user"), nil)
+	const url = "http://books.example/books"
+	good := func() string { return proof(t, key, "GET", url, bound, dpop.ProofOptions{}) }
+	// The cache holds the bound token from here on: every row below is
+	// a cache hit for it, so none can pass on the token alone.
+	if got := e.check(envoyRequest("GET", "/books", dpopHeaders(bound, good()), nil)); got.GetOkResponse() == nil {
+		t.Fatalf("Check(bound token with a fresh proof) = %s, want OK (%v)", describe(got), e.logs.lastCheck(t)["err"])
+	}
+	wrongCNF := func(cnf any) string {
+		c := claimsFor("victim", "user")
+		c["cnf"] = cnf
+		return e.key.sign(t, c, nil)
+	}
+	jktWrong := wrongCNF(map[string]any{"jkt": 5})
+
+	tests := []struct {
+		name    string
+		method  string
+		path    string
+		headers map[string]string
+		ext     map[string]string
+		reason  string
+		status  int
+	}{
+		{name: "bound token as Bearer", headers: map[string]string{"authorization": "Bearer " + bound, "dpop": good()}, reason: "dpop_bound_as_bearer"},
+		{name: "bound token as Bearer without proof", headers: bearer(bound), reason: "dpop_bound_as_bearer"},
+		{name: "bound token in x-access-tokens", headers: map[string]string{"x-access-tokens": bound, "dpop": good()}, reason: "dpop_bound_as_bearer"},
+		{name: "DPoP scheme without proof", headers: dpopHeaders(bound), reason: "dpop_no_proof"},
+		{name: "DPoP scheme with an empty proof", headers: map[string]string{"authorization": "DPoP " + bound, "dpop": ""}, reason: "dpop_invalid_proof"},
+		{name: "two DPoP headers", headers: dpopHeaders(bound, good(), good()), reason: "dpop_invalid_proof"},
+		{name: "proof by another key", headers: dpopHeaders(bound, proof(t, other, "GET", url, bound, dpop.ProofOptions{})), reason: "dpop_key_mismatch"},
+		{name: "proof whose ath names another token", headers: dpopHeaders(bound, proof(t, key, "GET", url, otherBound, dpop.ProofOptions{})), reason: "dpop_ath_mismatch"},
+		{name: "proof without ath", headers: dpopHeaders(bound, proof(t, key, "GET", url, "", dpop.ProofOptions{})), reason: "dpop_ath_mismatch"},
+		{name: "proof for another method", headers: dpopHeaders(bound, proof(t, key, "DELETE", url, bound, dpop.ProofOptions{})), reason: "dpop_invalid_proof"},
+		{name: "proof for another path", headers: dpopHeaders(bound, proof(t, key, "GET", "http://books.example/users", bound, dpop.ProofOptions{})), reason: "dpop_invalid_proof"},
+		{name: "proof for another host", headers: dpopHeaders(bound, proof(t, key, "GET", "http://evil.example/books", bound, dpop.ProofOptions{})), reason: "dpop_invalid_proof"},
+		{name: "proof for another scheme", headers: dpopHeaders(bound, proof(t, key, "GET", "https://books.example/books", bound, dpop.ProofOptions{})), reason: "dpop_invalid_proof"},
+		{name: "proof for another port", headers: dpopHeaders(bound, proof(t, key, "GET", "http://books.example:8443/books", bound, dpop.ProofOptions{})), reason: "dpop_invalid_proof"},
+		{name: "proof too old", headers: dpopHeaders(bound, proof(t, key, "GET", url, bound, dpop.ProofOptions{IssuedAt: time.Now().Add(-2 * time.Minute)})), reason: "dpop_invalid_proof"},
+		{name: "proof from the future", headers: dpopHeaders(bound, proof(t, key, "GET", url, bound, dpop.ProofOptions{IssuedAt: time.Now().Add(time.Minute)})), reason: "dpop_invalid_proof"},
+		{name: "the token as its own proof", headers: dpopHeaders(bound, bound), reason: "dpop_invalid_proof"},
+		{name: "unbound token with the DPoP scheme", headers: dpopHeaders(unbound, proof(t, key, "GET", url, unbound, dpop.ProofOptions{})), reason: "dpop_unbound_token"},
+		{name: "dpop: required, bearer token", headers: bearer(unbound), ext: map[string]string{"dpop": "required"}, reason: "dpop_required"},
+		{name: "dpop: required, bearer token with a stray proof", headers: map[string]string{"authorization": "Bearer " + unbound, "dpop": proof(t, key, "GET", url, unbound, dpop.ProofOptions{})}, ext: map[string]string{"dpop": "required"}, reason: "dpop_required"},
+		{name: "dpop: misspelt value", headers: dpopHeaders(bound, good()), ext: map[string]string{"dpop": "yes"}, reason: "bad_policy", status: 403},
+		{name: "cnf that is not an object", headers: bearer(wrongCNF("x")), reason: "bad_claims"},
+		{name: "cnf without jkt", headers: bearer(wrongCNF(map[string]any{"x5t#S256": "abc"})), reason: "bad_claims"},
+		{name: "cnf.jkt not a string", headers: dpopHeaders(jktWrong, proof(t, key, "GET", url, jktWrong, dpop.ProofOptions{})), reason: "bad_claims"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			method, path := cmp.Or(tt.method, "GET"), cmp.Or(tt.path, "/books")
+			got := e.check(envoyRequest(method, path, tt.headers, tt.ext))
+			if s := statusOf(got); s != cmp.Or(tt.status, 401) {
+				t.Errorf("Check(%s) = %s, want %d", tt.name, describe(got), cmp.Or(tt.status, 401))
+			}
+			if r := e.logs.lastCheck(t)["reason"]; r != tt.reason {
+				t.Errorf("Check(%s) logged reason %v, want %s (err %v)", tt.name, r, tt.reason, e.logs.lastCheck(t)["err"])
+			}
+		})
+	}
+}
+
+// A proof is used once: within one authz, whether the token is verified
+// afresh or comes from the cache, and with the cache off.
+func TestDPoPReplay(t *testing.T) {
+	for _, cacheSize := range []int{0, 100} {
+		t.Run(fmt.Sprintf("cache %d", cacheSize), func(t *testing.T) {
+			e := newTestEnv(t, Config{CacheSize: cacheSize})
+			e.waitReady()
+			key := dpopKey(t)
+			tok := e.key.sign(t, boundClaims(key, "u-1", "user"), nil)
+			first := proof(t, key, "GET", "http://books.example/books", tok, dpop.ProofOptions{})
+			second := proof(t, key, "GET", "http://books.example/books", tok, dpop.ProofOptions{})
+			wantReason := map[int]string{0: "verified", 100: "cached"}[cacheSize]
+			for _, st := range []struct {
+				name, proof, reason string
+				ok                  bool
+			}{
+				{"first proof", first, "verified", true},
+				{"first proof again", first, "dpop_replayed", false},
+				{"second proof", second, wantReason, true},
+				{"second proof again", second, "dpop_replayed", false},
+			} {
+				got := e.check(envoyRequest("GET", "/books", dpopHeaders(tok, st.proof), nil))
+				if (got.GetOkResponse() != nil) != st.ok {
+					t.Errorf("Check(%s) = %s, want OK %v", st.name, describe(got), st.ok)
+				}
+				if r := e.logs.lastCheck(t)["reason"]; r != st.reason {
+					t.Errorf("Check(%s) logged reason %v, want %s (err %v)", st.name, r, st.reason, e.logs.lastCheck(t)["err"])
+				}
 			}
 		})
 	}

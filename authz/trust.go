@@ -21,6 +21,9 @@ type trustState struct {
 	// hasRoutes is false when there are no routes and the default is
 	// any valid token, so a check can skip route matching.
 	hasRoutes bool
+	// origins are the public origins of hosts whose TLS ends before the
+	// gateway, by lowercase host, for DPoP's htu.
+	origins map[string]string
 }
 
 // fileConfig is what a configuration file holds.
@@ -28,6 +31,10 @@ type fileConfig struct {
 	Issuers []IssuerConfig `yaml:"issuers"`
 	Routes  []RouteConfig  `yaml:"routes"`
 	Default *PolicyConfig  `yaml:"default"`
+	// DPoPPublicOrigins maps a request host to the origin its clients
+	// use (TLS ended before the gateway); it adds to, and per host
+	// overrides, Config.DPoPPublicOrigins.
+	DPoPPublicOrigins map[string]string `yaml:"dpop_public_origins"`
 }
 
 // entryError is an error in one entry of a list in the configuration,
@@ -39,8 +46,8 @@ type entryError struct {
 }
 
 func (e *entryError) Error() string {
-	if e.section == "default" {
-		return "default: " + e.err.Error()
+	if e.section == "default" || e.index < 0 {
+		return e.section + ": " + e.err.Error()
 	}
 	return fmt.Sprintf("%s[%d]: %s", e.section, e.index, e.err)
 }
@@ -186,6 +193,20 @@ func (s *Server) buildState(fc fileConfig, prev *trustState) (*trustState, error
 		st.def = p
 	}
 	st.hasRoutes = len(st.routes) > 0 || st.def != (policy{})
+	if len(s.cfg.DPoPPublicOrigins) > 0 || len(fc.DPoPPublicOrigins) > 0 {
+		all := make(map[string]string, len(s.cfg.DPoPPublicOrigins)+len(fc.DPoPPublicOrigins))
+		for h, o := range s.cfg.DPoPPublicOrigins {
+			all[strings.ToLower(h)] = o
+		}
+		for h, o := range fc.DPoPPublicOrigins {
+			all[strings.ToLower(h)] = o
+		}
+		origins, err := checkOrigins(all)
+		if err != nil {
+			errs = append(errs, &entryError{section: "dpop_public_origins", index: -1, err: err})
+		}
+		st.origins = origins
+	}
 	return st, errors.Join(errs...)
 }
 

@@ -45,6 +45,7 @@ type identity struct {
 	mapped         [][2]string // mapped headers with a value, by name
 	omitted        []string    // mapped headers left out, and why, for the log
 	claims         map[string]any
+	jkt            string // cnf.jkt: the proof key a DPoP-bound token needs; "" when unbound
 	exp            time.Time
 	iat            time.Time  // zero when the token has none
 	allow          allowParts // built by newIdentity
@@ -309,6 +310,10 @@ func newIdentity(c *claims, ti *trustedIssuer) (*identity, error) {
 			return nil, fmt.Errorf("%w: %s is over %d bytes or has control characters", errBadClaims, f.name, maxClaimLen)
 		}
 	}
+	jkt, err := cnfJKT(c.raw)
+	if err != nil {
+		return nil, err
+	}
 	if len(m.roles) > maxRoles {
 		return nil, fmt.Errorf("%w: %d roles, over %d", errBadClaims, len(m.roles), maxRoles)
 	}
@@ -328,6 +333,7 @@ func newIdentity(c *claims, ti *trustedIssuer) (*identity, error) {
 		mapped:      m.headers,
 		omitted:     m.omitted,
 		claims:      c.raw,
+		jkt:         jkt,
 		exp:         c.ExpiresAt.Time,
 	}
 	if c.IssuedAt != nil {

@@ -204,16 +204,22 @@ type tokenResponse struct {
 // login is the tutorial's login (HTTP Basic), the password grant of the
 // default client with the tutorial's answer.
 func (s *Service) login(w http.ResponseWriter, r *http.Request) error {
+	s.setNonce(w)
 	name, password, ok := r.BasicAuth()
 	if !ok {
 		s.metrics.logins.WithLabelValues("no_credentials").Inc()
 		return errBadCredentials("HTTP Basic credentials are required")
 	}
+	// As at /token, the proof before the password.
+	jkt, err := s.checkProof(r, "/login", "", s.dpopRequired(s.cfg.LoginClient))
+	if err != nil {
+		return err
+	}
 	u, err := s.authenticate(r, name, password)
 	if err != nil {
 		return err
 	}
-	iss, err := s.startSession(r.Context(), u, s.cfg.LoginClient)
+	iss, err := s.startSession(r.Context(), u, s.cfg.LoginClient, jkt)
 	if err != nil {
 		return err
 	}
@@ -221,7 +227,7 @@ func (s *Service) login(w http.ResponseWriter, r *http.Request) error {
 	httpapi.WriteJSON(w, http.StatusOK, tokenResponse{
 		Token:        iss.access,
 		AccessToken:  iss.access,
-		TokenType:    "Bearer",
+		TokenType:    tokenType(iss.jkt),
 		ExpiresIn:    int64(s.cfg.TokenTTL / time.Second),
 		RefreshToken: iss.refresh,
 	})

@@ -33,6 +33,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/crypto/argon2"
 
+	"github.com/tollgate-dev/tollgate/internal/dpop"
 	"github.com/tollgate-dev/tollgate/internal/server"
 	"github.com/tollgate-dev/tollgate/internal/store"
 )
@@ -120,6 +121,9 @@ type Config struct {
 	LoginClient string
 	// Throttle sets the login failure limits.
 	Throttle Throttle
+	// DPoP configures proof-of-possession tokens (RFC 9449) at /token
+	// and /login.
+	DPoP DPoP
 	// ShutdownTimeout bounds Serve's graceful stop.
 	ShutdownTimeout time.Duration
 	// TracerProvider records a server span per request, continuing the
@@ -156,6 +160,7 @@ func DefaultConfig() Config {
 		SessionMaxTTL:       DefaultSessionMaxTTL,
 		Clients:             []string{DefaultClient},
 		LoginClient:         DefaultClient,
+		DPoP:                DefaultDPoP(),
 		ShutdownTimeout:     DefaultShutdownTimeout,
 	}
 }
@@ -219,6 +224,9 @@ func (c Config) validate() error {
 	if !slices.Contains(c.Clients, c.LoginClient) {
 		return fmt.Errorf("login client %q is not one of the clients %q", c.LoginClient, c.Clients)
 	}
+	if err := c.DPoP.validate(c.Clients); err != nil {
+		return err
+	}
 	if c.KeyDir == "" && c.DataDir == "" {
 		return errors.New("a key directory or a data directory is required")
 	}
@@ -259,7 +267,13 @@ type Service struct {
 	metrics   *metrics
 	handler   http.Handler
 
+	// dpop verifies proofs at the token endpoints; dpopClients must
+	// send one with every token request.
+	dpop        *dpop.Verifier
+	dpopClients map[string]bool
+
 	stopPoll  context.CancelFunc
+	stopDPoP  context.CancelFunc
 	pollDone  chan struct{}
 	closeOnce sync.Once
 }
@@ -314,7 +328,16 @@ func newService(ctx context.Context, cfg Config, log *slog.Logger, reg *promethe
 	if db.Dialect == store.Postgres {
 		s.throttle = sharedThrottle{db: db, cfg: cfg.Throttle}
 	}
+	// The shared replay store's sweeper lives as long as the service.
+	dpopCtx, stopDPoP := context.WithCancel(context.WithoutCancel(ctx))
+	s.stopDPoP = stopDPoP
+	if s.dpop, err = newDPoP(dpopCtx, cfg, db.Dialect); err != nil {
+		stopDPoP()
+		db.Close()
+		return nil, fmt.Errorf("issuer: DPoP: %w", err)
+	}
 	if err := s.start(ctx, reg); err != nil {
+		stopDPoP()
 		db.Close()
 		return nil, fmt.Errorf("issuer: %w", err)
 	}
@@ -328,6 +351,10 @@ func (s *Service) start(ctx context.Context, reg *prometheus.Registry) error {
 	}
 	for _, id := range cfg.Clients {
 		s.clients[id] = true
+	}
+	s.dpopClients = map[string]bool{}
+	for _, id := range cfg.DPoP.RequiredClients {
+		s.dpopClients[id] = true
 	}
 	if cfg.AdminPassword != "" {
 		s.admins[nameKey(cfg.AdminName)] = true
@@ -493,6 +520,7 @@ func (s *Service) Close() error {
 		if ferr := s.keys.flush(ctx); ferr != nil {
 			s.log.Error("store signing key use at shutdown; a removed key may be withdrawn early", "err", ferr)
 		}
+		s.stopDPoP()
 		err = s.db.Close()
 	})
 	return err

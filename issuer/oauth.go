@@ -21,6 +21,7 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jws"
 	"github.com/lestrrat-go/jwx/v2/jwt"
 
+	"github.com/tollgate-dev/tollgate/internal/dpop"
 	"github.com/tollgate-dev/tollgate/internal/httpapi"
 )
 
@@ -100,15 +101,36 @@ func oauthHandler(h httpapi.HandlerFunc) httpapi.HandlerFunc {
 		default:
 			return err // httpapi logs it and answers 500
 		}
-		log := httpapi.Logger(r.Context())
-		log.Info("oauth request refused", "status", oe.status, "error", oe.code, "err", oe.cause)
-		for k, vs := range oe.header {
-			for _, v := range vs {
-				w.Header().Add(k, v)
-			}
-		}
-		httpapi.WriteJSON(w, oe.status, map[string]string{"error": oe.code, "error_description": oe.desc})
+		writeOAuthError(w, r, oe)
 		return nil
+	}
+}
+
+// writeOAuthError writes oe as RFC 6749 §5.2 says, and logs it.
+func writeOAuthError(w http.ResponseWriter, r *http.Request, oe *oauthError) {
+	log := httpapi.Logger(r.Context())
+	log.Info("oauth request refused", "status", oe.status, "error", oe.code, "err", oe.cause)
+	for k, vs := range oe.header {
+		for _, v := range vs {
+			w.Header().Add(k, v)
+		}
+	}
+	httpapi.WriteJSON(w, oe.status, map[string]string{"error": oe.code, "error_description": oe.desc})
+}
+
+// oauthErrors writes an *oauthError h returns as oauthHandler does and
+// leaves every other error to httpapi: /login answers its own errors as
+// the tutorial's clients expect, and its DPoP errors as RFC 9449 §5
+// gives them.
+func oauthErrors(h httpapi.HandlerFunc) httpapi.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		err := h(w, r)
+		var oe *oauthError
+		if errors.As(err, &oe) {
+			writeOAuthError(w, r, oe)
+			return nil
+		}
+		return err
 	}
 }
 
@@ -155,6 +177,7 @@ type tokenAnswer struct {
 
 // token is POST /token.
 func (s *Service) token(w http.ResponseWriter, r *http.Request) error {
+	s.setNonce(w)
 	form, err := readForm(w, r)
 	if err != nil {
 		return err
@@ -173,11 +196,17 @@ func (s *Service) token(w http.ResponseWriter, r *http.Request) error {
 	var iss issued
 	switch grant {
 	case "password":
+		// The proof first: a bad one costs no password hash and is no
+		// failed login.
+		jkt, err := s.checkProof(r, "/token", "", s.dpopRequired(clientID))
+		if err != nil {
+			return err
+		}
 		u, err := s.authenticate(r, form.Get("username"), form.Get("password"))
 		if err != nil {
 			return err
 		}
-		if iss, err = s.startSession(r.Context(), u, clientID); err != nil {
+		if iss, err = s.startSession(r.Context(), u, clientID, jkt); err != nil {
 			return err
 		}
 		s.metrics.logins.WithLabelValues("success").Inc()
@@ -189,13 +218,13 @@ func (s *Service) token(w http.ResponseWriter, r *http.Request) error {
 		if raw == "" {
 			return oauthErr(http.StatusBadRequest, "invalid_request", "refresh_token is required")
 		}
-		if iss, err = s.refresh(r.Context(), raw, clientID); err != nil {
+		if iss, err = s.refresh(r, raw, clientID); err != nil {
 			return err
 		}
 	}
 	httpapi.WriteJSON(w, http.StatusOK, tokenAnswer{
 		AccessToken:  iss.access,
-		TokenType:    "Bearer",
+		TokenType:    tokenType(iss.jkt),
 		ExpiresIn:    int64(s.cfg.TokenTTL / time.Second),
 		RefreshToken: iss.refresh,
 	})
@@ -206,6 +235,7 @@ func (s *Service) token(w http.ResponseWriter, r *http.Request) error {
 type issued struct {
 	access  string
 	refresh string // empty when refresh is off
+	jkt     string // the DPoP key the tokens are bound to, or ""
 }
 
 // newRefreshToken returns a new opaque refresh token and the hash it is
@@ -229,10 +259,11 @@ func refreshHash(raw string) string {
 
 // startSession issues u's tokens after a successful password check: an
 // access token, and with refresh on a session and its first refresh
-// token, stored before anything is returned.
-func (s *Service) startSession(ctx context.Context, u user, clientID string) (issued, error) {
+// token, stored before anything is returned. jkt, when set, binds the
+// access token and the session to that DPoP key.
+func (s *Service) startSession(ctx context.Context, u user, clientID, jkt string) (issued, error) {
 	now := s.cfg.Now()
-	tok, err := s.issueToken(ctx, u)
+	tok, err := s.issueToken(ctx, u, jkt)
 	if err != nil {
 		return issued{}, err
 	}
@@ -241,31 +272,40 @@ func (s *Service) startSession(ctx context.Context, u user, clientID string) (is
 		if err := s.sessions.recordAccess(ctx, a); err != nil {
 			return issued{}, err
 		}
-		return issued{access: tok.raw}, nil
+		return issued{access: tok.raw, jkt: jkt}, nil
 	}
 	raw, hash, err := newRefreshToken()
 	if err != nil {
 		return issued{}, err
 	}
 	a.sessionID = uuid.NewString()
-	ss := session{id: a.sessionID, subject: u.publicID, clientID: clientID, created: now.UTC()}
+	ss := session{id: a.sessionID, subject: u.publicID, clientID: clientID, created: now.UTC(), jkt: jkt}
 	if err := s.sessions.create(ctx, ss, hash, a); err != nil {
 		return issued{}, err
 	}
-	return issued{access: tok.raw, refresh: raw}, nil
+	return issued{access: tok.raw, refresh: raw, jkt: jkt}, nil
 }
 
 // refresh is the refresh_token grant (RFC 6749 §6) with rotation and
 // reuse detection (RFC 9700 §4.14.2): the token presented is consumed
 // and replaced; presenting a consumed token again ends its session,
 // access tokens included.
-func (s *Service) refresh(ctx context.Context, raw, clientID string) (issued, error) {
+//
+// A session bound to a DPoP key is refreshed only with a proof by that
+// key; a refresh without one, or with another key's, is refused before
+// the token is consumed, so whoever stole the refresh token but not the
+// key can neither use it nor spend it. An unbound session refreshed
+// with a proof is bound to that key from then on: RFC 9449 §5 binds
+// every refresh token issued to a public client that presents a proof,
+// and rotation issues one.
+func (s *Service) refresh(r *http.Request, raw, clientID string) (issued, error) {
+	ctx := r.Context()
 	log := httpapi.Logger(ctx)
 	now := s.cfg.Now()
 	oldHash := refreshHash(raw)
 	// The replacement tokens are made first, outside the transaction
 	// that decides whether this refresh wins; a loser's are dropped.
-	_, _, subject, err := s.sessions.refreshSession(ctx, oldHash)
+	ss, err := s.sessions.refreshSession(ctx, oldHash)
 	if errors.Is(err, errNotFound) {
 		s.metrics.refreshes.WithLabelValues("invalid").Inc()
 		return issued{}, errInvalidGrant(errRefreshUnknown)
@@ -273,7 +313,12 @@ func (s *Service) refresh(ctx context.Context, raw, clientID string) (issued, er
 	if err != nil {
 		return issued{}, err
 	}
-	u, err := s.users.byPublicID(ctx, subject)
+	jkt, err := s.checkProof(r, "/token", ss.jkt, s.dpopRequired(clientID))
+	if err != nil {
+		s.metrics.refreshes.WithLabelValues("invalid").Inc()
+		return issued{}, err
+	}
+	u, err := s.users.byPublicID(ctx, ss.subject)
 	if errors.Is(err, errNotFound) {
 		s.metrics.refreshes.WithLabelValues("invalid").Inc()
 		return issued{}, errInvalidGrant(err)
@@ -281,7 +326,7 @@ func (s *Service) refresh(ctx context.Context, raw, clientID string) (issued, er
 	if err != nil {
 		return issued{}, err
 	}
-	tok, err := s.issueToken(ctx, u)
+	tok, err := s.issueToken(ctx, u, jkt)
 	if err != nil {
 		return issued{}, err
 	}
@@ -289,7 +334,7 @@ func (s *Service) refresh(ctx context.Context, raw, clientID string) (issued, er
 	if err != nil {
 		return issued{}, err
 	}
-	out := issued{access: tok.raw, refresh: newRaw}
+	out := issued{access: tok.raw, refresh: newRaw, jkt: jkt}
 	sid, err := s.sessions.rotate(ctx, rotation{
 		oldHash:  oldHash,
 		clientID: clientID,
@@ -298,6 +343,7 @@ func (s *Service) refresh(ctx context.Context, raw, clientID string) (issued, er
 		absolute: s.cfg.SessionMaxTTL,
 		newHash:  newHash,
 		access:   accessRow{jti: tok.jti, subject: u.publicID, exp: tok.exp},
+		jkt:      jkt,
 	})
 	switch {
 	case err == nil:
@@ -354,14 +400,15 @@ func (s *Service) revoke(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Service) revokeRefreshToken(ctx context.Context, raw, clientID string) error {
-	sid, owner, _, err := s.sessions.refreshSession(ctx, refreshHash(raw))
+	ss, err := s.sessions.refreshSession(ctx, refreshHash(raw))
 	if errors.Is(err, errNotFound) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	if owner != clientID {
+	sid := ss.id
+	if ss.clientID != clientID {
 		return oauthErr(http.StatusBadRequest, "unauthorized_client", "the token was issued to another client")
 	}
 	if _, err := s.sessions.revokeSession(ctx, sid, s.cfg.Now()); err != nil {
@@ -401,18 +448,23 @@ func (s *Service) revokeAccessToken(ctx context.Context, raw, clientID string) e
 // verifies itself: the route is public at the gateway) ends its session,
 // refresh tokens and current access token alike. 204.
 func (s *Service) logout(w http.ResponseWriter, r *http.Request) error {
-	raw := bearerToken(r)
-	challenge := http.Header{"Www-Authenticate": {`Bearer realm="tollgate", error="invalid_token"`}}
+	raw, scheme := presentedToken(r)
 	if raw == "" {
 		e := httpapi.Errorf(http.StatusUnauthorized, nil, "an access token is required")
-		e.Header = http.Header{"Www-Authenticate": {`Bearer realm="tollgate"`}}
+		e.Header = http.Header{"Www-Authenticate": {`Bearer realm="tollgate"`, s.dpopChallenge("")}}
 		return e
 	}
 	claims, err := s.verifyOwn(raw)
 	if err != nil {
 		e := httpapi.Errorf(http.StatusUnauthorized, err, "token is invalid")
-		e.Header = challenge
+		e.Header = http.Header{"Www-Authenticate": {`Bearer realm="tollgate", error="invalid_token"`, s.dpopChallenge("")}}
+		if scheme == dpop.Scheme {
+			e.Header = http.Header{"Www-Authenticate": {`Bearer realm="tollgate"`, s.dpopChallenge("invalid_token")}}
+		}
 		return e
+	}
+	if err := s.checkBoundToken(r, "/logout", raw, scheme, claims); err != nil {
+		return err
 	}
 	ctx := r.Context()
 	a, err := s.sessions.accessByJTI(ctx, claims.JwtID())
@@ -436,18 +488,24 @@ func (s *Service) logout(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// bearerToken returns the access token of r: Authorization Bearer
-// first, then the tutorial's headers.
-func bearerToken(r *http.Request) string {
-	if scheme, rest, ok := strings.Cut(r.Header.Get("Authorization"), " "); ok && strings.EqualFold(scheme, "bearer") {
-		return strings.TrimSpace(rest)
+// presentedToken returns the access token of r and how it came:
+// Authorization Bearer or DPoP first, then the tutorial's headers
+// (scheme "").
+func presentedToken(r *http.Request) (tok, scheme string) {
+	if sch, rest, ok := strings.Cut(r.Header.Get("Authorization"), " "); ok {
+		switch {
+		case strings.EqualFold(sch, "bearer"):
+			return strings.TrimSpace(rest), "Bearer"
+		case strings.EqualFold(sch, dpop.Scheme):
+			return strings.TrimSpace(rest), dpop.Scheme
+		}
 	}
 	for _, h := range []string{"X-Access-Tokens", "X-Access-Token"} {
 		if v := r.Header.Get(h); v != "" {
-			return v
+			return v, ""
 		}
 	}
-	return ""
+	return "", ""
 }
 
 // maxOwnTokenBytes bounds a token the issuer parses itself.

@@ -20,10 +20,11 @@ func (s *Service) routes(reg *prometheus.Registry) http.Handler {
 		mux.Handle(method+" "+path, httpapi.Handle(h))
 	}
 	handle("POST", "/register", s.register)
-	handle("POST", "/login", s.login)
+	// A DPoP proof error at /login is answered as at /token.
+	handle("POST", "/login", oauthErrors(s.login))
 	// The tutorial's clients log in with a plain GET
 	// (curl http://alain:secret@host/login); the answer is no-store.
-	handle("GET", "/login", s.login)
+	handle("GET", "/login", oauthErrors(s.login))
 	handle("GET", "/users", s.listUsers)
 	handle("POST", "/token", oauthHandler(s.token))
 	handle("POST", "/revoke", oauthHandler(s.revoke))

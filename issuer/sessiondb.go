@@ -32,6 +32,9 @@ type session struct {
 	created  time.Time
 	lastUsed time.Time
 	revoked  bool
+	// jkt is the thumbprint of the DPoP key the session is bound to, or
+	// "" for an unbound session.
+	jkt string
 }
 
 // accessRow is an access token as the access_tokens table records it.
@@ -105,8 +108,8 @@ func (s sessions) recordAccess(ctx context.Context, a accessRow) error {
 func (s sessions) create(ctx context.Context, ss session, refreshHash string, a accessRow) error {
 	return s.inTx(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, s.db.Rebind(`
-			INSERT INTO sessions (id, subject, client_id, created_unix_ms, last_used_unix_ms) VALUES ($1, $2, $3, $4, $4)`),
-			ss.id, ss.subject, ss.clientID, unixMS(ss.created))
+			INSERT INTO sessions (id, subject, client_id, created_unix_ms, last_used_unix_ms, jkt) VALUES ($1, $2, $3, $4, $4, $5)`),
+			ss.id, ss.subject, ss.clientID, unixMS(ss.created), nullString(ss.jkt))
 		if err != nil {
 			return fmt.Errorf("create session: %w", err)
 		}
@@ -130,6 +133,9 @@ type rotation struct {
 	// every pooled connection in a waiting transaction would starve it.
 	newHash string
 	access  accessRow
+	// jkt is the thumbprint of the refresh's DPoP proof key, "" without
+	// a proof; an unbound session becomes bound to it.
+	jkt string
 }
 
 // rotate consumes the refresh token r.oldHash and stores its
@@ -137,20 +143,24 @@ type rotation struct {
 // exactly one commits. A token already used is errRefreshReused (with
 // the session id, for the caller to revoke), an unknown one
 // errRefreshUnknown; a token of an ended session errSessionEnded; one
-// presented by another client errWrongClient, and is not consumed.
+// presented by another client errWrongClient, and is not consumed. An
+// unbound session refreshed with a proof (r.jkt) is bound to its key from
+// then on; the caller has checked the proof of a bound one against its
+// key, and a binding never changes once set.
 func (s sessions) rotate(ctx context.Context, r rotation) (sessionID string, err error) {
 	err = s.inTx(ctx, func(tx *sql.Tx) error {
 		var (
 			ss      session
 			used    sql.NullInt64
 			revoked sql.NullInt64
+			jkt     sql.NullString
 			created int64
 			last    int64
 		)
 		err := tx.QueryRowContext(ctx, s.db.Rebind(`
-			SELECT s.id, s.subject, s.client_id, s.created_unix_ms, s.last_used_unix_ms, s.revoked_unix_ms, r.used_unix_ms
+			SELECT s.id, s.subject, s.client_id, s.created_unix_ms, s.last_used_unix_ms, s.revoked_unix_ms, r.used_unix_ms, s.jkt
 			FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id WHERE r.hash = $1`),
-			r.oldHash).Scan(&ss.id, &ss.subject, &ss.clientID, &created, &last, &revoked, &used)
+			r.oldHash).Scan(&ss.id, &ss.subject, &ss.clientID, &created, &last, &revoked, &used, &jkt)
 		if errors.Is(err, sql.ErrNoRows) {
 			return errRefreshUnknown
 		}
@@ -158,7 +168,7 @@ func (s sessions) rotate(ctx context.Context, r rotation) (sessionID string, err
 			return fmt.Errorf("look up refresh token: %w", err)
 		}
 		sessionID = ss.id
-		ss.created, ss.lastUsed, ss.revoked = fromUnixMS(created), fromUnixMS(last), revoked.Valid
+		ss.created, ss.lastUsed, ss.revoked, ss.jkt = fromUnixMS(created), fromUnixMS(last), revoked.Valid, jkt.String
 		switch {
 		case ss.clientID != r.clientID:
 			return errWrongClient
@@ -190,8 +200,8 @@ func (s sessions) rotate(ctx context.Context, r rotation) (sessionID string, err
 		if err := s.insertRefresh(ctx, tx, r.newHash, ss.id, r.now); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, s.db.Rebind(`UPDATE sessions SET last_used_unix_ms = $1 WHERE id = $2`),
-			unixMS(r.now), ss.id); err != nil {
+		if _, err := tx.ExecContext(ctx, s.db.Rebind(`UPDATE sessions SET last_used_unix_ms = $1, jkt = COALESCE(jkt, $3) WHERE id = $2`),
+			unixMS(r.now), ss.id, nullString(r.jkt)); err != nil {
 			return fmt.Errorf("touch session: %w", err)
 		}
 		return s.insertAccess(ctx, tx, a)
@@ -320,19 +330,24 @@ func (s sessions) accessByJTI(ctx context.Context, jti string) (accessRow, error
 	return a, nil
 }
 
-// refreshSession returns the session, client and subject of refresh
-// token hash, or errNotFound.
-func (s sessions) refreshSession(ctx context.Context, hash string) (id, clientID, subject string, err error) {
-	err = s.db.QueryRowContext(ctx, s.db.Rebind(`
-		SELECT s.id, s.client_id, s.subject FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id WHERE r.hash = $1`), hash).
-		Scan(&id, &clientID, &subject)
+// refreshSession returns the session of refresh token hash (its id,
+// client, subject and DPoP binding), or errNotFound.
+func (s sessions) refreshSession(ctx context.Context, hash string) (session, error) {
+	var (
+		ss  session
+		jkt sql.NullString
+	)
+	err := s.db.QueryRowContext(ctx, s.db.Rebind(`
+		SELECT s.id, s.client_id, s.subject, s.jkt FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id WHERE r.hash = $1`), hash).
+		Scan(&ss.id, &ss.clientID, &ss.subject, &jkt)
 	if errors.Is(err, sql.ErrNoRows) {
-		return "", "", "", errNotFound
+		return session{}, errNotFound
 	}
 	if err != nil {
-		return "", "", "", fmt.Errorf("look up refresh token: %w", err)
+		return session{}, fmt.Errorf("look up refresh token: %w", err)
 	}
-	return id, clientID, subject, nil
+	ss.jkt = jkt.String
+	return ss, nil
 }
 
 // revokedToken and revokedSubject are feed entries.

@@ -27,8 +27,9 @@ type accessToken struct {
 // issueToken signs a new token for u with the current signing key. Its
 // iat is never before u's not-before (see revokeUser), so a token issued
 // right after a revocation of all of u's sessions is not refused with
-// them.
-func (s *Service) issueToken(ctx context.Context, u user) (accessToken, error) {
+// them. A token issued with a DPoP proof is bound to its key: jkt, the
+// key's thumbprint, goes in cnf (RFC 9449 §6.1).
+func (s *Service) issueToken(ctx context.Context, u user, jkt string) (accessToken, error) {
 	now := s.cfg.Now().Truncate(time.Second)
 	nb, err := s.sessions.notBefore(ctx, u.publicID)
 	if err != nil {
@@ -48,7 +49,7 @@ func (s *Service) issueToken(ctx context.Context, u user) (accessToken, error) {
 		return accessToken{}, err
 	}
 	jti := uuid.NewString()
-	tok, err := jwt.NewBuilder().
+	b := jwt.NewBuilder().
 		Issuer(s.cfg.IssuerURL).
 		Subject(u.publicID).
 		Audience([]string{s.cfg.Audience}).
@@ -57,8 +58,11 @@ func (s *Service) issueToken(ctx context.Context, u user) (accessToken, error) {
 		Expiration(exp).
 		JwtID(jti).
 		Claim("name", u.name).
-		Claim("roles", s.roles(u.name)).
-		Build()
+		Claim("roles", s.roles(u.name))
+	if jkt != "" {
+		b = b.Claim("cnf", map[string]string{"jkt": jkt})
+	}
+	tok, err := b.Build()
 	if err != nil {
 		return accessToken{}, fmt.Errorf("build token: %w", err)
 	}
@@ -104,6 +108,9 @@ type discovery struct {
 	SubjectTypes           []string `json:"subject_types_supported"`
 	IDTokenSigningAlgs     []string `json:"id_token_signing_alg_values_supported"`
 	ClaimsSupported        []string `json:"claims_supported"`
+	// DPoPSigningAlgs are the proof algorithms /token accepts (RFC 9449
+	// §5.1).
+	DPoPSigningAlgs []string `json:"dpop_signing_alg_values_supported"`
 }
 
 func (s *Service) openIDConfiguration(w http.ResponseWriter, r *http.Request) error {
@@ -124,7 +131,8 @@ func (s *Service) openIDConfiguration(w http.ResponseWriter, r *http.Request) er
 		ResponseTypes:          []string{"token"},
 		SubjectTypes:           []string{"public"},
 		IDTokenSigningAlgs:     s.keys.algs(s.cfg.Now()),
-		ClaimsSupported:        []string{"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "name", "roles"},
+		ClaimsSupported:        []string{"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "name", "roles", "cnf"},
+		DPoPSigningAlgs:        s.dpop.Algorithms(),
 	})
 	if err != nil {
 		return fmt.Errorf("encode discovery document: %w", err)

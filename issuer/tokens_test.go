@@ -223,7 +223,10 @@ func TestJWKSShapeAndCaching(t *testing.T) {
 }
 
 func TestOpenIDConfiguration(t *testing.T) {
-	env := newEnv(t, func(c *Config) { c.IssuerURL = "https://auth.example.test/" })
+	env := newEnv(t, func(c *Config) {
+		c.IssuerURL = "https://auth.example.test/"
+		c.DPoP.Algorithms = []string{"ES256", "EdDSA"}
+	})
 	res := env.do(t, request{method: "GET", path: "/.well-known/openid-configuration"})
 	if res.status != http.StatusOK {
 		t.Fatalf("GET openid-configuration = %d, want 200", res.status)
@@ -245,7 +248,10 @@ func TestOpenIDConfiguration(t *testing.T) {
 		ResponseTypes:          []string{"token"},
 		SubjectTypes:           []string{"public"},
 		IDTokenSigningAlgs:     []string{"ES256"},
-		ClaimsSupported:        []string{"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "name", "roles"},
+		ClaimsSupported:        []string{"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "name", "roles", "cnf"},
+		// RFC 9449 §5.1: the proof algorithms /token accepts, as
+		// configured.
+		DPoPSigningAlgs: []string{"ES256", "EdDSA"},
 	}
 	if diff := cmp.Diff(want, doc); diff != "" {
 		t.Errorf("discovery document (-want +got):\n%s", diff)

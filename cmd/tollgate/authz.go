@@ -39,6 +39,16 @@ type authzFlags struct {
 	logBuffer       int
 	logAllowSample  int
 	explain         bool
+
+	dpopAlgs          string
+	dpopMaxAge        time.Duration
+	dpopMaxFuture     time.Duration
+	dpopReplayCap     int
+	dpopReplayDSN     string
+	dpopNonces        bool
+	dpopNonceSecret   string
+	dpopNoncePeriod   time.Duration
+	dpopPublicOrigins []string
 }
 
 func (f *authzFlags) register(fs *flagSet) {
@@ -67,6 +77,15 @@ func (f *authzFlags) register(fs *flagSet) {
 	fs.String(&f.revStale, "revocations-stale", "TOLLGATE_AUTHZ_REVOCATIONS_STALE", d.RevocationsStale, "when the feed is older than -revocations-max-age: serve (decide with the last good list) or deny (refuse tokens issued before the last good fetch)")
 	fs.Int(&f.logBuffer, "log-buffer", "TOLLGATE_AUTHZ_LOG_BUFFER", d.LogBuffer, "decision log lines buffered for asynchronous writing; a full buffer drops and counts (0 writes each line within its check)")
 	fs.Int(&f.logAllowSample, "log-allow-sample", "TOLLGATE_AUTHZ_LOG_ALLOW_SAMPLE", d.LogAllowSample, "log one allow decision in N (1 every allow, 0 none); denials are always logged")
+	fs.String(&f.dpopAlgs, "dpop-algorithms", "TOLLGATE_AUTHZ_DPOP_ALGORITHMS", strings.Join(d.DPoPAlgorithms, ","), "comma-separated DPoP proof signature algorithm allowlist")
+	fs.Duration(&f.dpopMaxAge, "dpop-max-age", "TOLLGATE_AUTHZ_DPOP_MAX_AGE", d.DPoPMaxAge, "how old a DPoP proof's iat may be")
+	fs.Duration(&f.dpopMaxFuture, "dpop-max-future", "TOLLGATE_AUTHZ_DPOP_MAX_FUTURE", d.DPoPMaxFuture, "how far ahead of this clock a DPoP proof's iat may be")
+	fs.Int(&f.dpopReplayCap, "dpop-replay-capacity", "TOLLGATE_AUTHZ_DPOP_REPLAY_CAPACITY", d.DPoPReplayCapacity, "DPoP proofs remembered in memory against replay, per replica (when -dpop-replay-dsn is empty)")
+	fs.String(&f.dpopReplayDSN, "dpop-replay-dsn", "TOLLGATE_AUTHZ_DPOP_REPLAY_DSN", "", "postgres:// URL of a DPoP replay store shared by every replica (default: per replica memory)")
+	fs.Bool(&f.dpopNonces, "dpop-nonces", "TOLLGATE_AUTHZ_DPOP_NONCES", d.DPoPNonces, "require a server nonce in every DPoP proof (RFC 9449 §8)")
+	fs.String(&f.dpopNonceSecret, "dpop-nonce-secret-file", "TOLLGATE_AUTHZ_DPOP_NONCE_SECRET_FILE", "", "file holding the DPoP nonce key (at least 32 bytes), the same for every replica (default: random, one replica)")
+	fs.Duration(&f.dpopNoncePeriod, "dpop-nonce-period", "TOLLGATE_AUTHZ_DPOP_NONCE_PERIOD", d.DPoPNoncePeriod, "how often the DPoP nonce changes (a nonce is valid one to two periods)")
+	fs.Repeated(&f.dpopPublicOrigins, "dpop-public-origin", "TOLLGATE_AUTHZ_DPOP_PUBLIC_ORIGINS", "HOST=ORIGIN: the origin clients use for a request host where TLS ends before the gateway (books.example.com=https://books.example.com), compared with a DPoP proof's htu; repeat per host")
 	fs.Bool(&f.explain, "explain", "TOLLGATE_AUTHZ_EXPLAIN", d.Explain, "answer POST /explain on the HTTP port (tollgate authz explain -authz URL); never expose it beyond operators")
 }
 
@@ -96,6 +115,21 @@ func (f *authzFlags) config() (authz.Config, error) {
 	cfg.LogBuffer = f.logBuffer
 	cfg.LogAllowSample = f.logAllowSample
 	cfg.Explain = f.explain
+	cfg.DPoPAlgorithms = authzList(f.dpopAlgs)
+	cfg.DPoPMaxAge = f.dpopMaxAge
+	cfg.DPoPMaxFuture = f.dpopMaxFuture
+	cfg.DPoPReplayCapacity = f.dpopReplayCap
+	cfg.DPoPReplayDSN = f.dpopReplayDSN
+	cfg.DPoPNonces = f.dpopNonces
+	cfg.DPoPNonceSecretFile = f.dpopNonceSecret
+	cfg.DPoPNoncePeriod = f.dpopNoncePeriod
+	if len(f.dpopPublicOrigins) > 0 {
+		origins, err := authz.ParsePublicOrigins(f.dpopPublicOrigins)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.DPoPPublicOrigins = origins
+	}
 	return cfg, cfg.Validate()
 }
 

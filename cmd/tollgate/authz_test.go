@@ -53,6 +53,12 @@ func TestAuthzFlags(t *testing.T) {
 		RevocationsStale:    "serve",
 		LogBuffer:           8192,
 		LogAllowSample:      1,
+
+		DPoPAlgorithms:     []string{"ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "RS256", "RS384", "RS512", "EdDSA"},
+		DPoPMaxAge:         time.Minute,
+		DPoPMaxFuture:      5 * time.Second,
+		DPoPReplayCapacity: 1 << 20,
+		DPoPNoncePeriod:    5 * time.Minute,
 	}
 	defaults.MaxTokenLifetime = 24 * time.Hour
 	defaults.ReloadInterval = 2 * time.Second
@@ -103,6 +109,19 @@ func TestAuthzFlags(t *testing.T) {
 			env:  map[string]string{"TOLLGATE_AUTHZ_MAX_TOKEN_LIFETIME": "2h"},
 			args: []string{"-max-token-lifetime", "45m"},
 			want: func(c *authz.Config) { c.MaxTokenLifetime = 45 * time.Minute },
+		},
+		{
+			name: "dpop",
+			env: map[string]string{"TOLLGATE_AUTHZ_DPOP_ALGORITHMS": "ES256,EdDSA", "TOLLGATE_AUTHZ_DPOP_NONCES": "true",
+				"TOLLGATE_AUTHZ_DPOP_PUBLIC_ORIGINS": "books.example.com=https://books.example.com"},
+			args: []string{"-dpop-max-age", "30s", "-dpop-max-future", "1s", "-dpop-replay-dsn", "postgres://authz@db/replay",
+				"-dpop-nonce-secret-file", "/etc/tollgate/dpop/nonce", "-dpop-nonce-period", "1m",
+				"-dpop-public-origin", "books.internal:8080=https://books.example.com:8443"},
+			want: func(c *authz.Config) {
+				c.DPoPAlgorithms, c.DPoPMaxAge, c.DPoPMaxFuture = []string{"ES256", "EdDSA"}, 30*time.Second, time.Second
+				c.DPoPReplayDSN, c.DPoPNonces, c.DPoPNonceSecretFile, c.DPoPNoncePeriod = "postgres://authz@db/replay", true, "/etc/tollgate/dpop/nonce", time.Minute
+				c.DPoPPublicOrigins = map[string]string{"books.internal:8080": "https://books.example.com:8443"}
+			},
 		},
 		{
 			name: "configuration file",

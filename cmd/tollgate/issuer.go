@@ -46,6 +46,14 @@ type issuerFlags struct {
 	sessionMaxTTL     time.Duration
 	clients           string
 	shutdownTimeout   time.Duration
+
+	dpopAlgorithms      string
+	dpopMaxAge          time.Duration
+	dpopMaxFuture       time.Duration
+	dpopNonces          bool
+	dpopNonceSecretFile string
+	dpopRequired        bool
+	dpopClients         string
 }
 
 func (f *issuerFlags) register(fs *flagSet) {
@@ -78,6 +86,24 @@ func (f *issuerFlags) register(fs *flagSet) {
 	fs.Duration(&f.sessionMaxTTL, "session-max-ttl", "TOLLGATE_SESSION_MAX_TTL", d.SessionMaxTTL, "a session ends this long after its login, however often refreshed")
 	fs.String(&f.clients, "clients", "TOLLGATE_CLIENTS", strings.Join(d.Clients, ","), "comma-separated public OAuth client ids allowed at /token and /revoke; /login issues to the first")
 	fs.Duration(&f.shutdownTimeout, "shutdown-timeout", "TOLLGATE_SHUTDOWN_TIMEOUT", d.ShutdownTimeout, "how long to wait for in-flight requests at shutdown")
+	fs.String(&f.dpopAlgorithms, "dpop-algorithms", "TOLLGATE_DPOP_ALGORITHMS", strings.Join(d.DPoP.Algorithms, ","), "comma-separated DPoP proof algorithms accepted at /token and /login (asymmetric only)")
+	fs.Duration(&f.dpopMaxAge, "dpop-max-age", "TOLLGATE_DPOP_MAX_AGE", d.DPoP.MaxAge, "how old a DPoP proof's iat may be")
+	fs.Duration(&f.dpopMaxFuture, "dpop-max-future", "TOLLGATE_DPOP_MAX_FUTURE", d.DPoP.MaxFuture, "how far ahead of this clock a DPoP proof's iat may be")
+	fs.Bool(&f.dpopNonces, "dpop-nonces", "TOLLGATE_DPOP_NONCES", d.DPoP.Nonces, "require a server nonce (DPoP-Nonce) in every DPoP proof")
+	fs.String(&f.dpopNonceSecretFile, "dpop-nonce-secret-file", "TOLLGATE_DPOP_NONCE_SECRET_FILE", "", "file holding the DPoP nonce secret (at least 32 bytes), shared by replicas so each accepts the others' nonces (default: random, one replica)")
+	fs.Bool(&f.dpopRequired, "dpop-required", "TOLLGATE_DPOP_REQUIRED", d.DPoP.Required, "refuse token requests without a DPoP proof, from every client")
+	fs.String(&f.dpopClients, "dpop-clients", "TOLLGATE_DPOP_CLIENTS", strings.Join(d.DPoP.RequiredClients, ","), "comma-separated client ids whose token requests must carry a DPoP proof")
+}
+
+// commaList splits a comma-separated flag value, dropping empty items.
+func commaList(s string) []string {
+	var out []string
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
 }
 
 // prefixList writes prefixes as the -trusted-proxies flag takes them.
@@ -121,6 +147,24 @@ func (f *issuerFlags) config() (issuer.Config, error) {
 	}
 	if len(cfg.Clients) > 0 {
 		cfg.LoginClient = cfg.Clients[0]
+	}
+	cfg.DPoP = issuer.DPoP{
+		Algorithms:      commaList(f.dpopAlgorithms),
+		MaxAge:          f.dpopMaxAge,
+		MaxFuture:       f.dpopMaxFuture,
+		Nonces:          f.dpopNonces,
+		Required:        f.dpopRequired,
+		RequiredClients: commaList(f.dpopClients),
+	}
+	if f.dpopNonceSecretFile != "" {
+		data, err := os.ReadFile(f.dpopNonceSecretFile)
+		if err != nil {
+			return cfg, fmt.Errorf("read DPoP nonce secret: %w", err)
+		}
+		cfg.DPoP.NonceSecret = []byte(strings.TrimRight(string(data), "\r\n"))
+		if len(cfg.DPoP.NonceSecret) < 32 {
+			return cfg, fmt.Errorf("DPoP nonce secret file %s holds %d bytes, want at least 32", f.dpopNonceSecretFile, len(cfg.DPoP.NonceSecret))
+		}
 	}
 	if f.keyDelay < 0 {
 		return cfg, fmt.Errorf("-key-activation-delay must not be negative")

@@ -39,6 +39,10 @@ func TestIssuerFlags(t *testing.T) {
 	if err := os.WriteFile(pwFile, []byte("from-a-secret-file\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	secretFile := filepath.Join(t.TempDir(), "dpop-nonce-secret")
+	if err := os.WriteFile(secretFile, []byte(strings.Repeat("k", 32)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	loopback := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
 	hashes := 2 * runtime.NumCPU()
 	defaults := issuer.Config{
@@ -64,6 +68,11 @@ func TestIssuerFlags(t *testing.T) {
 		Clients:             []string{"tollgate-cli"},
 		LoginClient:         "tollgate-cli",
 		ShutdownTimeout:     15 * time.Second,
+		DPoP: issuer.DPoP{
+			Algorithms: []string{"ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "RS256", "RS384", "RS512", "EdDSA"},
+			MaxAge:     time.Minute,
+			MaxFuture:  5 * time.Second,
+		},
 	}
 	for _, tc := range []struct {
 		name string
@@ -116,6 +125,13 @@ func TestIssuerFlags(t *testing.T) {
 				c.DisableRefresh, c.SessionIdleTTL, c.SessionMaxTTL = true, 24*time.Hour, 720*time.Hour
 				c.Clients, c.LoginClient = []string{"web", "tollgate-cli"}, "web"
 			}},
+		{"dpop", map[string]string{"TOLLGATE_DPOP_ALGORITHMS": "ES256, EdDSA", "TOLLGATE_DPOP_REQUIRED": "true", "TOLLGATE_DPOP_CLIENTS": "web,"},
+			[]string{"-dpop-max-age", "30s", "-dpop-max-future", "0s", "-dpop-nonces", "-dpop-nonce-secret-file", secretFile}, func(c *issuer.Config) {
+				c.DPoP = issuer.DPoP{
+					Algorithms: []string{"ES256", "EdDSA"}, MaxAge: 30 * time.Second, Nonces: true,
+					NonceSecret: []byte(strings.Repeat("k", 32)), Required: true, RequiredClients: []string{"web"},
+				}
+			}},
 		{"argon2 costs", nil, []string{"-argon2-memory", "65536", "-argon2-iterations", "3"}, func(c *issuer.Config) {
 			c.Argon2 = issuer.Argon2Params{Memory: 65536, Iterations: 3, Parallelism: 1}
 		}},
@@ -141,6 +157,8 @@ func TestIssuerFlags(t *testing.T) {
 func TestIssuerFlagErrors(t *testing.T) {
 	pwFile := filepath.Join(t.TempDir(), "pw")
 	os.WriteFile(pwFile, []byte("\n"), 0o600)
+	shortSecret := filepath.Join(t.TempDir(), "short")
+	os.WriteFile(shortSecret, []byte("too short\n"), 0o600)
 	for _, args := range [][]string{
 		{"-admin-password-file", pwFile},
 		{"-admin-password-file", "/nonexistent", "-admin-password", "x"},
@@ -153,6 +171,9 @@ func TestIssuerFlagErrors(t *testing.T) {
 		{"-argon2-parallelism", "300"},
 		{"-argon2-memory", "-5"},
 		{"-token-ttl", "soon"},
+		{"-dpop-max-age", "soon"},
+		{"-dpop-nonces", "-dpop-nonce-secret-file", shortSecret},
+		{"-dpop-nonces", "-dpop-nonce-secret-file", "/nonexistent"},
 		{"extra-argument"},
 	} {
 		if _, err := parseIssuerFlags(t, args...); err == nil {

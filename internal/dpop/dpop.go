@@ -25,6 +25,7 @@ import (
 	"math/big"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -121,6 +122,35 @@ type Verifier struct {
 	nonces    *Nonces
 	now       func() time.Time
 	parser    *jwt.Parser
+	keys      keyCache
+}
+
+// keyCache remembers the proof keys of recent proof headers. A client
+// sends the same header (typ, alg, jwk) with every proof, so the bytes of
+// its header segment name the checks already passed and the key they
+// gave; only the claims and signature are new each time.
+type keyCache struct {
+	mu sync.Mutex
+	m  map[string]headerKey
+}
+
+// keyCacheSize bounds keyCache; when it is full it starts over.
+const keyCacheSize = 4096
+
+func (c *keyCache) get(seg string) (headerKey, bool) {
+	c.mu.Lock()
+	k, ok := c.m[seg]
+	c.mu.Unlock()
+	return k, ok
+}
+
+func (c *keyCache) put(seg string, k headerKey) {
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= keyCacheSize {
+		c.m = make(map[string]headerKey, 64)
+	}
+	c.m[seg] = k
+	c.mu.Unlock()
 }
 
 // NewVerifier checks cfg and returns its Verifier.
@@ -217,22 +247,39 @@ type Proof struct {
 // claims are a proof's claims (§4.2). Dates are numbers: a string iat
 // fails to decode.
 type claims struct {
-	JTI   string           `json:"jti"`
-	HTM   string           `json:"htm"`
-	HTU   string           `json:"htu"`
-	IAT   *jwt.NumericDate `json:"iat"`
-	ATH   *string          `json:"ath"`
-	Nonce *string          `json:"nonce"`
+	JTI   string       `json:"jti"`
+	HTM   string       `json:"htm"`
+	HTU   string       `json:"htu"`
+	IAT   *numericDate `json:"iat"`
+	ATH   *string      `json:"ath"`
+	Nonce *string      `json:"nonce"`
 }
 
 func (claims) GetExpirationTime() (*jwt.NumericDate, error) { return nil, nil }
 func (claims) GetNotBefore() (*jwt.NumericDate, error)      { return nil, nil }
-func (c claims) GetIssuedAt() (*jwt.NumericDate, error)     { return c.IAT, nil }
+func (claims) GetIssuedAt() (*jwt.NumericDate, error)       { return nil, nil }
 func (claims) GetIssuer() (string, error)                   { return "", nil }
 func (claims) GetSubject() (string, error)                  { return "", nil }
 func (claims) GetAudience() (jwt.ClaimStrings, error)       { return nil, nil }
 
-// keyFromHeader is the proof key: the header's jwk, public, of a type
+// numericDate is a JSON number of seconds (RFC 7519 §2). A string,
+// which golang-jwt's NumericDate would take, is refused.
+type numericDate struct{ time.Time }
+
+func (d *numericDate) UnmarshalJSON(b []byte) error {
+	var n json.Number
+	if len(b) == 0 || b[0] == '"' || json.Unmarshal(b, &n) != nil {
+		return errors.New("iat is not a number")
+	}
+	f, err := n.Float64()
+	if err != nil {
+		return errors.New("iat is not a number")
+	}
+	d.Time = time.Unix(int64(f), 0)
+	return nil
+}
+
+// headerKey is the proof key: the header's jwk, public, of a type
 // and size that fits alg.
 type headerKey struct {
 	pub crypto.PublicKey
@@ -261,7 +308,12 @@ func (v *Verifier) Verify(ctx context.Context, proof string, req Request) (*Proo
 	// public jwk, and a valid signature by that jwk.
 	var hk headerKey
 	var c claims
+	seg, _, _ := strings.Cut(proof, ".")
 	tok, err := v.parser.ParseWithClaims(proof, &c, func(t *jwt.Token) (any, error) {
+		if k, ok := v.keys.get(seg); ok {
+			hk = k
+			return k.pub, nil
+		}
 		if typ, _ := t.Header["typ"].(string); !strings.EqualFold(typ, ProofType) {
 			return nil, invalid("typ is %q, not %q", typ, ProofType)
 		}
@@ -274,6 +326,7 @@ func (v *Verifier) Verify(ctx context.Context, proof string, req Request) (*Proo
 			return nil, err
 		}
 		hk = k
+		v.keys.put(seg, k)
 		return k.pub, nil
 	})
 	if err != nil {

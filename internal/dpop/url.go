@@ -26,6 +26,9 @@ func NormalizeURL(raw string) (string, error) {
 		return "", errors.New("htu: not an absolute http(s) URL with a host and no user info")
 	}
 	host := strings.ToLower(u.Hostname())
+	if host == "" {
+		return "", errors.New("htu: no host")
+	}
 	if strings.Contains(host, ":") {
 		host = "[" + host + "]"
 	}
