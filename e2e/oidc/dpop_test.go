@@ -120,11 +120,11 @@ func TestDPoPClients(t *testing.T) {
 	} {
 		got, ok := byName[want.name]
 		if !ok {
-			t.Errorf("GET /books(%s): dpop.mjs did not report it", want.name)
+			t.Errorf("call(%s): dpop.mjs did not report it", want.name)
 			continue
 		}
 		if got.Status != want.status {
-			t.Errorf("GET /books(%s) = %d, want %d (WWW-Authenticate %q %s)", want.name, got.Status, want.status, got.WWWAuthenticate, got.Error)
+			t.Errorf("call(%s) = %d, want %d (WWW-Authenticate %q %s)", want.name, got.Status, want.status, got.WWWAuthenticate, got.Error)
 			continue
 		}
 		if want.status != 401 {
@@ -132,14 +132,14 @@ func TestDPoPClients(t *testing.T) {
 		}
 		ch, ok := got.dpopChallenge()
 		if !ok {
-			t.Errorf("GET /books(%s): WWW-Authenticate %q, as openid-client reads it %+v, has no DPoP challenge", want.name, got.WWWAuthenticate, got.Challenges)
+			t.Errorf("call(%s): WWW-Authenticate %q, as openid-client reads it %+v, has no DPoP challenge", want.name, got.WWWAuthenticate, got.Challenges)
 			continue
 		}
 		if e := ch.Parameters["error"]; e != want.dpopError {
-			t.Errorf("GET /books(%s): DPoP challenge error = %q, want %q (WWW-Authenticate %q)", want.name, e, want.dpopError, got.WWWAuthenticate)
+			t.Errorf("call(%s): DPoP challenge error = %q, want %q (WWW-Authenticate %q)", want.name, e, want.dpopError, got.WWWAuthenticate)
 		}
 		if algs := strings.Fields(ch.Parameters["algs"]); !slices.Contains(algs, "ES256") {
-			t.Errorf("GET /books(%s): DPoP challenge algs = %q, want the proof algorithms, ES256 among them", want.name, ch.Parameters["algs"])
+			t.Errorf("call(%s): DPoP challenge algs = %q, want the proof algorithms, ES256 among them", want.name, ch.Parameters["algs"])
 		}
 	}
 }
