@@ -41,10 +41,12 @@ unit: $(GOTESTSUM) oidc-deps
 	  s=0; $(GO) test -json -race -count=1 -timeout 12m ./... || s=1; \
 	  for m in $(TEST_MODULES); do (cd $$m && $(GO) test -json -count=1 -timeout 55m ./...) || s=1; done; exit $$s'
 
-# The openid-client test's package, pinned by e2e/oidc/package-lock.json;
-# without npm the test skips (and fails under TOLLGATE_REQUIRE_ALL=1).
+# The npm client tests' packages (openid-client, dpop), pinned by
+# e2e/oidc/package-lock.json and installed again when it is newer than
+# the installed tree; without npm the tests skip (and fail under
+# TOLLGATE_REQUIRE_ALL=1).
 oidc-deps:
-	@if [ ! -d e2e/oidc/node_modules ] && command -v npm >/dev/null 2>&1; then cd e2e/oidc && npm ci --no-audit --no-fund; fi
+	@if [ e2e/oidc/package-lock.json -nt e2e/oidc/node_modules/.package-lock.json ] && command -v npm >/dev/null 2>&1; then cd e2e/oidc && npm ci --no-audit --no-fund; fi
 
 # Short runs of every fuzz target. The seeds that found bugs live in each
 # package's testdata/fuzz and also run as plain tests in `unit`. Budgets

@@ -20,6 +20,13 @@ import (
 func TestCommandLine(t *testing.T) {
 	bin := buildTollgate(t)
 	outside := t.TempDir()
+	worldReadable := filepath.Join(outside, "shared.pem")
+	if err := os.WriteFile(worldReadable, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(worldReadable, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name       string
 		args       []string
@@ -45,6 +52,9 @@ func TestCommandLine(t *testing.T) {
 		{"unknown flag", []string{"books", "-nope"}, 2, "", "flag provided but not defined: -nope"},
 		{"keygen into a missing directory", []string{"issuer", "keygen", "-out", filepath.Join(outside, "missing", "dir")}, 2, "", "not an existing directory"},
 		{"bad -cluster", []string{"gateway", "-cluster", "books"}, 2, "", "want NAME=HOST:PORT"},
+		{"help dpop", []string{"help", "dpop"}, 0, "tollgate dpop -key FILE -thumbprint", ""},
+		{"dpop without -url", []string{"dpop", "-key", "dpop.pem"}, 2, "", "-url is required"},
+		{"dpop with a key file others can read", []string{"dpop", "-key", worldReadable, "-thumbprint"}, 1, "", "chmod 600"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cmd := exec.CommandContext(t.Context(), bin, tc.args...)

@@ -1,6 +1,7 @@
 // Command tollgate is the one binary of the Tollgate stack: the issuer,
-// the authz ext_authz server, the books backend, the dev gateway, and
-// `up`, which runs them all on one machine.
+// the authz ext_authz server, the books backend, the dev gateway,
+// `up`, which runs them all on one machine, and `dpop`, a client's helper
+// that signs DPoP proofs.
 //
 // Flags and environment variables are read here and nowhere else; the
 // packages take config structs.
@@ -37,6 +38,7 @@ func commands() map[string]command {
 		"books":   {"run the books backend", runBooks},
 		"gateway": {"run the dev gateway: a Go stand-in for Envoy that serves envoy.yaml", runGateway},
 		"up":      {"run the whole stack on this machine", runUp},
+		"dpop":    {"print a DPoP proof (RFC 9449) signed with a local key file, for curl; -thumbprint prints the key's jkt", runDPoP},
 		"version": {"print the version", runVersion},
 		"help":    {"print a command's usage: tollgate help COMMAND", runHelp},
 	}

@@ -11,6 +11,12 @@
 // as much per answer as authz does. Ratios are given against both; the
 // second isolates what authz's own work costs.
 //
+// The DPoP scenario sends DPoP-bound tokens, each with a fresh proof
+// (RFC 9449) per check. The driver signs the proofs right before each run,
+// one per request of the run, so ghz never signs and never sends a proof
+// twice; the run is then a fixed number of requests, sized from the
+// previous run's rate to last about -duration.
+//
 // It only ever talks to 127.0.0.1, and every run is bounded in time.
 package main
 
@@ -33,9 +39,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -54,6 +62,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/tollgate-dev/tollgate/authz"
+	"github.com/tollgate-dev/tollgate/internal/dpop"
 )
 
 const issuerName = "https://issuer.bench.invalid"
@@ -68,6 +77,7 @@ type options struct {
 	connections int
 	tokens      int
 	revocations int
+	dpop        bool
 	compare     string
 }
 
@@ -85,6 +95,7 @@ func main() {
 	flag.IntVar(&o.connections, "connections", 1, "gRPC connections (ghz --connections); Envoy keeps few")
 	flag.IntVar(&o.tokens, "tokens", 1000, "distinct valid tokens in the pool")
 	flag.IntVar(&o.revocations, "revocations", 0, "revoked tokens the authz servers follow in a revocation feed (0: no feed)")
+	flag.BoolVar(&o.dpop, "dpop", true, "run the DPoP scenario: -tokens DPoP-bound tokens, a fresh proof with every check")
 	flag.StringVar(&o.compare, "compare", "", "instead of the full benchmark, put variants of the cached authz side by side: tracing (off, on to a local OTLP receiver) or logging (off, sync, async, async with 1 allow in 100)")
 	flag.StringVar(&serveNoop, "serve-noop", "", "serve the no-op Check server on this address (used by the benchmark itself)")
 	flag.StringVar(&noopShape, "noop-answer", "bare", "with -serve-noop: answer a bare OK (bare) or a constant allow shaped like authz's (allow)")
@@ -97,6 +108,10 @@ func main() {
 	}
 	if o.tollgate == "" || o.ghz == "" || o.runs < 1 || o.tokens < 1 {
 		flag.Usage()
+		os.Exit(2)
+	}
+	if o.dpop && o.compare == "" && (o.duration > maxDPoPRun || o.warmup > maxDPoPRun) {
+		log.Printf("-duration and -warmup must be at most %v with the DPoP scenario: its proofs are signed before a run and must still be inside the %v iat window at its end (or -dpop=false)", maxDPoPRun, dpop.DefaultMaxAge)
 		os.Exit(2)
 	}
 	if err := run(o); err != nil {
@@ -178,6 +193,12 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
+	var bound *dpopPool
+	if o.dpop && o.compare == "" {
+		if bound, err = newDPoPPool(key, kid, o.tokens, filepath.Join(dir, "dpop.bin")); err != nil {
+			return err
+		}
+	}
 
 	self, err := os.Executable()
 	if err != nil {
@@ -220,8 +241,19 @@ func run(o options) error {
 
 	fmt.Printf("warming up (%v per server)...\n", o.warmup)
 	for _, s := range []*server{bare, shaped, cached, uncached} {
-		if _, err := o.ghzRun(s, pool, o.warmup, 0); err != nil {
+		res, err := o.ghzRun(s, pool, o.warmup, 0)
+		if err != nil {
 			return fmt.Errorf("warm-up of %s: %w", s.name, err)
+		}
+		if s == uncached && bound != nil {
+			// One ES256 verification per check, as with every proof: the
+			// first estimate of the DPoP scenario's rate.
+			bound.rate = res.rps
+		}
+	}
+	if bound != nil {
+		if _, err := o.dpopRun(cached, bound, o.warmup); err != nil {
+			return fmt.Errorf("DPoP warm-up of %s: %w", cached.name, err)
 		}
 	}
 
@@ -230,6 +262,7 @@ func run(o options) error {
 		srv     *server
 		data    string
 		rate    int
+		dpop    *dpopPool // fresh proofs for each run, made by dpopRun
 		results []result
 	}
 	maxRate := []*scenario{
@@ -239,12 +272,21 @@ func run(o options) error {
 		{name: "authz, cache, token pool", srv: cached, data: pool},
 		{name: "authz, no cache, token pool", srv: uncached, data: pool},
 	}
+	if bound != nil {
+		maxRate = append(maxRate, &scenario{name: "authz, cache, DPoP-bound pool, fresh proof per check", srv: cached, dpop: bound})
+	}
 	// Runs interleave the servers, each run in a rotated order, so drift
 	// in the shared machine's load spreads evenly over all of them.
 	for r := range o.runs {
 		for _, sc := range rotate(maxRate, r) {
 			fmt.Printf("run %d/%d: %s, max rate...\n", r+1, o.runs, sc.name)
-			res, err := o.ghzRun(sc.srv, sc.data, o.duration, 0)
+			var res result
+			var err error
+			if sc.dpop != nil {
+				res, err = o.dpopRun(sc.srv, sc.dpop, o.duration)
+			} else {
+				res, err = o.ghzRun(sc.srv, sc.data, o.duration, 0)
+			}
 			if err != nil {
 				return fmt.Errorf("%s: %w", sc.name, err)
 			}
@@ -273,8 +315,12 @@ func run(o options) error {
 		}
 	}
 
-	fmt.Printf("\nauthz load benchmark: ghz -c %d --connections %d, %v per run, median of %d runs, %d distinct tokens in the pool, loopback\n\n",
+	fmt.Printf("\nauthz load benchmark: ghz -c %d --connections %d, %v per run, median of %d runs, %d distinct tokens in the pool, loopback\n",
 		o.concurrency, o.connections, o.duration, o.runs, o.tokens)
+	if bound != nil {
+		fmt.Printf("DPoP: %d tokens, each bound to its own P-256 key; every check a new proof (ES256), %d signed in all\n", o.tokens, bound.signed)
+	}
+	fmt.Println()
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "scenario\tload\tchecks/s\tp50\tp99\tp99.9\t")
 	all := append(append([]*scenario{}, maxRate...), fixedRate...)
@@ -307,6 +353,10 @@ func run(o options) error {
 		{"throughput, no cache, pool   ", maxRate[4], ">= 0.5"},
 	} {
 		fmt.Printf("  %s / no-op: %.2f (%.2f)  [%s]\n", r.name, rps(r.sc)/shapedRPS, rps(r.sc)/bareRPS, r.aim)
+	}
+	if bound != nil {
+		sc := maxRate[5]
+		fmt.Printf("  throughput, DPoP, fresh proofs / no-op: %.2f (%.2f)  [>= 0.4 against the bare no-op]\n", rps(sc)/shapedRPS, rps(sc)/bareRPS)
 	}
 	fmt.Printf("  p99 at %d/s, cache, pool  / no-op: %.2f (%.2f)  [<= 1.2]\n", fixed,
 		p99(fixedRate[2])/p99(fixedRate[1]), p99(fixedRate[2])/p99(fixedRate[0]))
@@ -345,15 +395,20 @@ func median[T any](xs []T, f func(T) float64) float64 {
 // ghzRun drives s for d at most rate requests/s (0 = as fast as it
 // goes) and computes the percentiles from every request's latency.
 func (o options) ghzRun(s *server, data string, d time.Duration, rate int) (result, error) {
-	args := []string{
+	return o.ghzCall(s, data, []string{"-z", d.String()}, rate)
+}
+
+// ghzCall runs ghz against s with data and the length of the run in args
+// (-z DURATION or -n COUNT).
+func (o options) ghzCall(s *server, data string, length []string, rate int) (result, error) {
+	args := append([]string{
 		"--insecure",
 		"--call", "envoy.service.auth.v3.Authorization/Check",
 		"-B", data,
 		"-c", strconv.Itoa(o.concurrency),
 		"--connections", strconv.Itoa(o.connections),
-		"-z", d.String(),
 		"-O", "json",
-	}
+	}, length...)
 	if rate > 0 {
 		args = append(args, "--rps", strconv.Itoa(rate))
 	}
@@ -595,15 +650,8 @@ func revocationFeed(n int) ([]byte, error) {
 // as ghz's count-delimited binary data, and returns the file's path.
 func writeRequests(path string, key *ecdsa.PrivateKey, kid string, n int) (string, error) {
 	var buf bytes.Buffer
-	now := time.Now()
 	for range n {
-		tok := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims{
-			"iss": issuerName, "aud": []string{authz.DefaultAudience}, "sub": uuid.NewString(),
-			"name": "bench", "roles": []string{"user"}, "jti": uuid.NewString(),
-			"iat": now.Unix(), "nbf": now.Unix(), "exp": now.Add(2 * time.Hour).Unix(),
-		})
-		tok.Header["kid"] = kid
-		s, err := tok.SignedString(key)
+		s, err := mintToken(key, kid, "")
 		if err != nil {
 			return "", err
 		}
@@ -615,6 +663,23 @@ func writeRequests(path string, key *ecdsa.PrivateKey, kid string, n int) (strin
 		return "", errors.Join(errors.New("write requests"), err)
 	}
 	return path, nil
+}
+
+// mintToken signs a token as the issuer does, valid for two hours; jkt,
+// when set, binds it to a DPoP key (cnf.jkt, RFC 9449 §6.1).
+func mintToken(key *ecdsa.PrivateKey, kid, jkt string) (string, error) {
+	now := time.Now()
+	claims := jwt.MapClaims{
+		"iss": issuerName, "aud": []string{authz.DefaultAudience}, "sub": uuid.NewString(),
+		"name": "bench", "roles": []string{"user"}, "jti": uuid.NewString(),
+		"iat": now.Unix(), "nbf": now.Unix(), "exp": now.Add(2 * time.Hour).Unix(),
+	}
+	if jkt != "" {
+		claims["cnf"] = map[string]string{"jkt": jkt}
+	}
+	tok := jwt.NewWithClaims(jwt.SigningMethodES256, claims)
+	tok.Header["kid"] = kid
+	return tok.SignedString(key)
 }
 
 // envoyRequest is a CheckRequest as Envoy builds it for GET /books.
@@ -633,4 +698,101 @@ func envoyRequest(tok string) *authv3.CheckRequest {
 		}},
 		ContextExtensions: map[string]string{"route": "books"},
 	}}
+}
+
+// maxDPoPRun is the longest run the DPoP scenario takes: its proofs are
+// signed before the run starts and must be inside authz's iat window
+// (dpop.DefaultMaxAge) when the last is sent, signing time included.
+const maxDPoPRun = 40 * time.Second
+
+// dpopURL is the URL of envoyRequest's GET /books as the client sent it:
+// the CheckRequest's scheme, host and path, without the query.
+const dpopURL = "http://books.example/books"
+
+// dpopPool is the DPoP scenario's tokens, each bound to its own key, and
+// the file the requests of the next run are written to.
+type dpopPool struct {
+	tokens  []string
+	signers []*dpop.Signer
+	path    string
+	rate    float64 // checks/s of the last run, to size the next
+	signed  int     // proofs made so far
+}
+
+func newDPoPPool(key *ecdsa.PrivateKey, kid string, n int, path string) (*dpopPool, error) {
+	p := &dpopPool{path: path}
+	for range n {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		s, err := dpop.NewSigner(k)
+		if err != nil {
+			return nil, err
+		}
+		tok, err := mintToken(key, kid, s.JKT())
+		if err != nil {
+			return nil, err
+		}
+		p.tokens, p.signers = append(p.tokens, tok), append(p.signers, s)
+	}
+	return p, nil
+}
+
+// writeRequests writes n CheckRequests, the pool's tokens in turn, each
+// with a proof of its own made now, over every CPU.
+func (p *dpopPool) writeRequests(n int) error {
+	reqs := make([][]byte, n)
+	workers := runtime.NumCPU()
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += workers {
+				t := i % len(p.tokens)
+				proof, err := p.signers[t].Proof("GET", dpopURL, dpop.ProofOptions{AccessToken: p.tokens[t]})
+				if err == nil {
+					var b bytes.Buffer
+					_, err = protodelim.MarshalTo(&b, envoyDPoPRequest(p.tokens[t], proof))
+					reqs[i] = b.Bytes()
+				}
+				if err != nil {
+					errs[w] = err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	p.signed += n
+	return os.WriteFile(p.path, bytes.Join(reqs, nil), 0o600)
+}
+
+// dpopRun drives s with fresh proofs for about d: as many requests as
+// the last run's rate gives in d, each proof signed for this run only.
+func (o options) dpopRun(s *server, p *dpopPool, d time.Duration) (result, error) {
+	n := max(int(p.rate*d.Seconds()), 10*o.concurrency)
+	if err := p.writeRequests(n); err != nil {
+		return result{}, err
+	}
+	res, err := o.ghzCall(s, p.path, []string{"-n", strconv.Itoa(n)}, 0)
+	if err == nil {
+		p.rate = res.rps
+	}
+	return res, err
+}
+
+// envoyDPoPRequest is envoyRequest with tok presented as a DPoP-bound
+// token and its proof.
+func envoyDPoPRequest(tok, proof string) *authv3.CheckRequest {
+	r := envoyRequest(tok)
+	h := r.Attributes.Request.Http.Headers
+	h["authorization"] = dpop.Scheme + " " + tok
+	h[dpop.Header] = proof
+	return r
 }

@@ -106,6 +106,7 @@ func TestDocs(t *testing.T) {
 	testenv.LookPath(t, "curl", "apt-get install curl")
 	testenv.LookPath(t, "jq", "apt-get install jq")
 	grpcurl := sync.OnceValues(func() (string, error) { return buildGrpcurl(t) })
+	tollgate := sync.OnceValues(func() (string, error) { return buildTollgate(t) })
 
 	for _, path := range docPages(t) {
 		page := pageName(path)
@@ -137,6 +138,13 @@ func TestDocs(t *testing.T) {
 				p, err := grpcurl()
 				if err != nil {
 					testenv.Missing(t, "grpcurl could not be built from tools/grpcurl: "+err.Error())
+				}
+				tools = append(tools, filepath.Dir(p))
+			}
+			if usesTollgate(run) {
+				p, err := tollgate()
+				if err != nil {
+					t.Fatalf("go build ./cmd/tollgate: %v", err)
 				}
 				tools = append(tools, filepath.Dir(p))
 			}
@@ -416,6 +424,32 @@ func usesGrpcurl(blocks []docBlock) bool {
 		}
 	}
 	return false
+}
+
+// tollgateCommandRe matches a run of the tollgate binary in a shell line.
+var tollgateCommandRe = regexp.MustCompile(`(^|[\s(;&|])tollgate\s`)
+
+// usesTollgate reports whether a block to run calls the tollgate binary
+// (the tollgate dpop helper, say), which the session then finds on PATH,
+// as a reader who ran make build does.
+func usesTollgate(blocks []docBlock) bool {
+	for _, b := range blocks {
+		if tollgateCommandRe.MatchString(strings.Join(b.body, "\n")) {
+			return true
+		}
+	}
+	return false
+}
+
+// buildTollgate builds the tollgate binary for the docs sessions.
+func buildTollgate(t *testing.T) (string, error) {
+	bin := filepath.Join(t.TempDir(), "tollgate")
+	cmd := exec.CommandContext(t.Context(), "go", "build", "-o", bin, "./cmd/tollgate")
+	cmd.Dir = repoRoot
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("%w\n%s", err, out)
+	}
+	return bin, nil
 }
 
 // grpcurlPackage is grpcurl's main package; tools/grpcurl/go.mod pins
