@@ -213,6 +213,10 @@ var (
 		"a valid token is missing", `{"message":"a valid token is missing"}` + "\n"}
 	denyInvalid = denial{401, codes.Unauthenticated, `Bearer realm="` + Realm + `", error="invalid_token"`,
 		"token is invalid", `{"message":"token is invalid"}` + "\n"}
+	// A proof problem (RFC 9449 §7.1's invalid_dpop_proof): the token
+	// may be fine, so the client should sign a new proof, not log in again.
+	denyInvalidProof = denial{401, codes.Unauthenticated, `Bearer realm="` + Realm + `", error="invalid_token"`,
+		"DPoP proof is invalid", `{"message":"DPoP proof is invalid"}` + "\n"}
 	denyForbidden = denial{403, codes.PermissionDenied, `Bearer realm="` + Realm + `", error="insufficient_scope"`,
 		"insufficient permissions", `{"message":"insufficient permissions"}` + "\n"}
 	denyUnavailable = denial{503, codes.Unavailable, "",
@@ -233,6 +237,8 @@ func denialFor(d decision) denial {
 		return denyForbidden
 	case d.outcome() == unavailable:
 		return denyUnavailable
+	case d.reason.proofProblem():
+		return denyInvalidProof
 	}
 	return denyInvalid
 }

@@ -304,3 +304,13 @@ func (s *Server) challenges(d decision) (out []string, nonce bool) {
 	}
 	return out, s.dpop.Nonces() != nil
 }
+
+// proofProblem reports whether r is a refusal of the DPoP proof, not of
+// the token: invalid_dpop_proof or use_dpop_nonce.
+func (r reason) proofProblem() bool {
+	switch r {
+	case reasonDPoPNoProof, reasonDPoPInvalidProof, reasonDPoPReplayed, reasonDPoPKeyMismatch, reasonDPoPTokenHash, reasonDPoPNonce:
+		return true
+	}
+	return false
+}

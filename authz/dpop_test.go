@@ -56,23 +56,27 @@ func TestDPoPChallenges(t *testing.T) {
 		headers map[string]string
 		ext     map[string]string
 		want    []string
+		body    string // the message of the JSON body
 	}{
-		{"no token", nil, nil, []string{`www-authenticate: Bearer realm="tollgate"`, "+www-authenticate: DPoP " + dpopAlgs, contentJSON}},
-		{"no token, dpop: required", nil, required, []string{"www-authenticate: DPoP " + dpopAlgs, contentJSON}},
-		{"bad proof", dpopHeaders(bound, "x.y.z"), nil, []string{challengeProof, bearerPlain, contentJSON}},
-		{"bad proof, dpop: required", dpopHeaders(bound, "x.y.z"), required, []string{challengeProof, contentJSON}},
-		{"expired token under DPoP", dpopHeaders(expiredTok, proof(t, key, "GET", "http://books.example/books", expiredTok, dpop.ProofOptions{})), nil, []string{challengeToken, bearerPlain, contentJSON}},
-		{"bound token as Bearer", bearer(bound), nil, []string{challengeToken, `+www-authenticate: Bearer realm="tollgate", error="invalid_token"`, contentJSON}},
-		{"bearer token on a dpop: required route", bearer(unbound), required, []string{challengeToken, contentJSON}},
-		{"invalid bearer token: unchanged", bearer("x.y.z"), nil, []string{`www-authenticate: Bearer realm="tollgate", error="invalid_token"`, contentJSON}},
+		{"no token", nil, nil, []string{`www-authenticate: Bearer realm="tollgate"`, "+www-authenticate: DPoP " + dpopAlgs, contentJSON}, "a valid token is missing"},
+		{"no token, dpop: required", nil, required, []string{"www-authenticate: DPoP " + dpopAlgs, contentJSON}, "a valid token is missing"},
+		{"bad proof", dpopHeaders(bound, "x.y.z"), nil, []string{challengeProof, bearerPlain, contentJSON}, "DPoP proof is invalid"},
+		{"bad proof, dpop: required", dpopHeaders(bound, "x.y.z"), required, []string{challengeProof, contentJSON}, "DPoP proof is invalid"},
+		{"expired token under DPoP", dpopHeaders(expiredTok, proof(t, key, "GET", "http://books.example/books", expiredTok, dpop.ProofOptions{})), nil, []string{challengeToken, bearerPlain, contentJSON}, "token is invalid"},
+		{"bound token as Bearer", bearer(bound), nil, []string{challengeToken, `+www-authenticate: Bearer realm="tollgate", error="invalid_token"`, contentJSON}, "token is invalid"},
+		{"bearer token on a dpop: required route", bearer(unbound), required, []string{challengeToken, contentJSON}, "token is invalid"},
+		{"invalid bearer token: unchanged", bearer("x.y.z"), nil, []string{`www-authenticate: Bearer realm="tollgate", error="invalid_token"`, contentJSON}, "token is invalid"},
 		{"insufficient scope under DPoP", dpopHeaders(bound, proof(t, key, "GET", "http://books.example/books", bound, dpop.ProofOptions{})), map[string]string{"require": "admin"},
-			[]string{"www-authenticate: DPoP " + dpopAlgs + `, error="insufficient_scope"`, contentJSON}},
+			[]string{"www-authenticate: DPoP " + dpopAlgs + `, error="insufficient_scope"`, contentJSON}, "insufficient permissions"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got := e.check(envoyRequest("GET", "/books", tt.headers, tt.ext))
 			if diff := cmp.Diff(tt.want, deniedHeaders(got)); diff != "" {
 				t.Errorf("Check(%s) headers (-want +got):\n%s", tt.name, diff)
+			}
+			if want := `{"message":"` + tt.body + `"}` + "\n"; got.GetDeniedResponse().GetBody() != want {
+				t.Errorf("Check(%s) body = %q, want %q", tt.name, got.GetDeniedResponse().GetBody(), want)
 			}
 		})
 	}

@@ -178,7 +178,7 @@ func FuzzCheck(f *testing.F) {
 			t.Fatalf("denied with status %d, want 16, 7 or 14", code)
 		}
 		if code == 16 {
-			if d.GetBody() != `{"message":"token is invalid"}`+"\n" && d.GetBody() != `{"message":"a valid token is missing"}`+"\n" {
+			if d.GetBody() != `{"message":"token is invalid"}`+"\n" && d.GetBody() != `{"message":"a valid token is missing"}`+"\n" && d.GetBody() != `{"message":"DPoP proof is invalid"}`+"\n" {
 				t.Fatalf("401 body %q", d.GetBody())
 			}
 		} else if d.GetBody() != want {
