@@ -141,14 +141,15 @@ func TestDocs(t *testing.T) {
 				}
 				tools = append(tools, filepath.Dir(p))
 			}
+			var bin string
 			if usesTollgate(run) {
 				p, err := tollgate()
 				if err != nil {
 					t.Fatalf("go build ./cmd/tollgate: %v", err)
 				}
-				tools = append(tools, filepath.Dir(p))
+				bin = filepath.Dir(p)
 			}
-			runPage(t, bash, page, run, tools)
+			runPage(t, bash, page, run, tools, bin)
 		})
 	}
 }
@@ -247,8 +248,14 @@ func (s step) String() string {
 
 // runPage starts a stack, runs the page's blocks in one bash session and
 // checks every step.
-func runPage(t *testing.T, bash, page string, blocks []docBlock, path []string) {
+func runPage(t *testing.T, bash, page string, blocks []docBlock, path []string, bin string) {
 	dir := t.TempDir()
+	// bin/ holds bin/tollgate, as in a checkout after make run.
+	if bin != "" {
+		if err := os.Symlink(bin, filepath.Join(dir, "bin")); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if page != "README.md" {
 		for _, name := range []string{"user.json", "book1.json"} {
 			data, err := os.ReadFile(filepath.Join("testdata", name))
@@ -427,11 +434,11 @@ func usesGrpcurl(blocks []docBlock) bool {
 }
 
 // tollgateCommandRe matches a run of the tollgate binary in a shell line.
-var tollgateCommandRe = regexp.MustCompile(`(^|[\s(;&|])tollgate\s`)
+var tollgateCommandRe = regexp.MustCompile(`(^|[\s(;&|])bin/tollgate\s`)
 
-// usesTollgate reports whether a block to run calls the tollgate binary
-// (the tollgate dpop helper, say), which the session then finds on PATH,
-// as a reader who ran make build does.
+// usesTollgate reports whether a block to run calls bin/tollgate (the
+// tollgate dpop helper, say), which the session then finds where a
+// reader who ran make run has it.
 func usesTollgate(blocks []docBlock) bool {
 	for _, b := range blocks {
 		if tollgateCommandRe.MatchString(strings.Join(b.body, "\n")) {
