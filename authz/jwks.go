@@ -115,7 +115,10 @@ func (s *keySource) run() {
 		}
 		call := s.start(false)
 		if call == nil {
-			continue
+			// A scheduled start is refused only once the source is
+			// closed or its context is done: looping again would spin
+			// (nextAt stays in the past) and never see ctx.Done.
+			return
 		}
 		select {
 		case <-ctx.Done():

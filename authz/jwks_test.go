@@ -2,6 +2,7 @@ package authz
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -322,5 +323,24 @@ func TestJWKSTooLarge(t *testing.T) {
 	})
 	if err := e.srv.Ready(context.Background()); err == nil {
 		t.Errorf("Ready() with an oversized JWKS = nil, want an error")
+	}
+}
+
+// TestKeySourceStopsWhenDoneBetweenFetches: a source whose context ends
+// while a refresh is due (nextAt in the past, so run goes straight to
+// start, which refuses) returns instead of looping on the refusal.
+func TestKeySourceStopsWhenDoneBetweenFetches(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	src := newKeySource(ctx, testConfig(Config{}), slog.New(slog.DiscardHandler), nil, nil)
+	done := make(chan struct{})
+	go func() {
+		src.run()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("keySource.run did not return within 5s of its context ending with a refresh due")
 	}
 }
