@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strconv"
 	"strings"
 )
 
@@ -44,6 +45,7 @@ func NormalizeURL(raw string) (string, error) {
 
 // normalizeEscapes decodes percent-encoded unreserved characters and
 // upper-cases the hex digits of the others (RFC 3986 §6.2.2.1, §6.2.2.2).
+// url.Parse has already refused a malformed escape.
 func normalizeEscapes(p string) string {
 	if !strings.Contains(p, "%") {
 		return p
@@ -54,37 +56,19 @@ func normalizeEscapes(p string) string {
 			b.WriteByte(p[i])
 			continue
 		}
-		c, ok := unhex(p[i+1], p[i+2])
+		c, err := strconv.ParseUint(p[i+1:i+3], 16, 8)
 		switch {
-		case !ok:
+		case err != nil:
 			b.WriteByte(p[i])
 			continue
-		case unreserved(c):
-			b.WriteByte(c)
+		case unreserved(byte(c)):
+			b.WriteByte(byte(c))
 		default:
 			fmt.Fprintf(&b, "%%%02X", c)
 		}
 		i += 2
 	}
 	return b.String()
-}
-
-func unhex(a, b byte) (byte, bool) {
-	h, ok1 := hexval(a)
-	l, ok2 := hexval(b)
-	return h<<4 | l, ok1 && ok2
-}
-
-func hexval(c byte) (byte, bool) {
-	switch {
-	case '0' <= c && c <= '9':
-		return c - '0', true
-	case 'a' <= c && c <= 'f':
-		return c - 'a' + 10, true
-	case 'A' <= c && c <= 'F':
-		return c - 'A' + 10, true
-	}
-	return 0, false
 }
 
 func unreserved(c byte) bool {
