@@ -3,6 +3,9 @@ package proxies
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -26,6 +29,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/tollgate-dev/tollgate/internal/dpop"
 	"github.com/tollgate-dev/tollgate/stack"
 )
 
@@ -333,6 +337,56 @@ func login(t *testing.T, base, name, password string) (token, sub string) {
 	return r.Token, claims.Subject
 }
 
+func newSigner(t *testing.T) *dpop.Signer {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := dpop.NewSigner(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// loginDPoP logs name in through the proxy with a DPoP proof for the
+// issuer's /login (its iss, from discovery, plus the path) and returns
+// the bound token.
+func loginDPoP(t *testing.T, base, name, password string, signer *dpop.Signer) string {
+	t.Helper()
+	_, body := do(t, "GET", base+"/.well-known/openid-configuration", nil, "")
+	var disc struct {
+		Issuer string `json:"issuer"`
+	}
+	if err := json.Unmarshal([]byte(body), &disc); err != nil || disc.Issuer == "" {
+		t.Fatalf("discovery through the proxy = %q (%v), want an issuer", body, err)
+	}
+	p, err := signer.Proof("POST", disc.Issuer+"/login", dpop.ProofOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequestWithContext(t.Context(), "POST", base+"/login", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.SetBasicAuth(name, password)
+	req.Header.Set("DPoP", p)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var r struct {
+		Token     string `json:"token"`
+		TokenType string `json:"token_type"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil || resp.StatusCode != http.StatusOK || r.TokenType != "DPoP" {
+		t.Fatalf("POST /login with a DPoP proof through the proxy = %d %q (%v), want 200 with a DPoP token", resp.StatusCode, r.TokenType, err)
+	}
+	return r.Token
+}
+
 // tamper changes one character in the middle of the token's signature.
 func tamper(token string) string {
 	i := strings.LastIndexByte(token, '.') + (len(token)-strings.LastIndexByte(token, '.'))/2
@@ -364,6 +418,18 @@ func checkProxy(t *testing.T, proxy, base string, e *env) {
 	}
 	user, userID := login(t, base, userName, userPass)
 	admin, adminID := login(t, base, e.adminName, e.adminPass)
+	// A DPoP-bound token for the same user: the proof names the issuer's
+	// login endpoint; those for books name the URL the client calls
+	// through the proxy, which the example must pass on to authz.
+	signer := newSigner(t)
+	bound := loginDPoP(t, base, userName, userPass, signer)
+	proof := func(method, path, tok string) string {
+		p, err := signer.Proof(method, base+path, dpop.ProofOptions{AccessToken: tok})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
 	e.issuer.take()
 
 	type want struct {
@@ -376,8 +442,10 @@ func checkProxy(t *testing.T, proxy, base string, e *env) {
 	// nginx's auth_request_set $upstream_http_www_authenticate passes the
 	// first of authz's two challenges only.
 	noToken := []string{challengeNoToken, challengeNoTokenDPoP}
+	boundAsBearer := []string{challengeNoTokenDPoP + `, error="invalid_token"`, challengeInvalid}
+	badProof := []string{challengeNoTokenDPoP + `, error="invalid_dpop_proof"`, challengeNoToken}
 	if proxy == "nginx" {
-		noToken = noToken[:1]
+		noToken, boundAsBearer, badProof = noToken[:1], boundAsBearer[:1], badProof[:1]
 	}
 	tests := []struct {
 		name         string
@@ -409,6 +477,22 @@ func checkProxy(t *testing.T, proxy, base string, e *env) {
 			name: "valid token, client's own policy headers", method: "GET", path: "/books",
 			header: map[string]string{"Authorization": bearer(user), "X-Tollgate-Require": "nonsense", "X-Tollgate-Route": "users"},
 			want:   want{status: 200, reaches: e.books, seen: map[string]string{"X-User-Id": userID}},
+		},
+		{
+			name: "DPoP-bound token with a fresh proof", method: "GET", path: "/books",
+			header: map[string]string{"Authorization": "DPoP " + bound, "DPoP": proof("GET", "/books", bound)},
+			want: want{status: 200, reaches: e.books, seen: map[string]string{
+				"X-User-Id": userID, "X-User-Name": userName, "Authorization": "", "Dpop": ""}},
+		},
+		{
+			name: "DPoP-bound token as a bearer token", method: "GET", path: "/books",
+			header: map[string]string{"Authorization": bearer(bound)},
+			want:   want{status: 401, challenge: boundAsBearer},
+		},
+		{
+			name: "DPoP-bound token, proof for another URL", method: "GET", path: "/books",
+			header: map[string]string{"Authorization": "DPoP " + bound, "DPoP": proof("GET", "/books/1", bound)},
+			want:   want{status: 401, challenge: badProof},
 		},
 		{
 			name: "no token", method: "GET", path: "/books",
