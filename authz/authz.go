@@ -130,6 +130,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 		}
 		return s.cache.len()
 	}, s.revocationGauges)
+	reg.MustRegister(jwksCollector{s})
 	s.decisions = log
 	if cfg.LogBuffer > 0 {
 		s.logs = newLogQueue(cfg.LogBuffer, s.metrics.logsDropped)

@@ -226,7 +226,7 @@ func TestOpsEndpoints(t *testing.T) {
 		`tollgate_authz_checks_total{decision="deny",reason="no_token"} 1`,
 		`tollgate_authz_check_duration_seconds_count{decision="allow",protocol="grpc"} 2`,
 		`tollgate_authz_jwks_fetches_total{result="ok"} 1`,
-		`tollgate_authz_jwks_keys 1`,
+		`tollgate_authz_jwks_keys{issuer="tollgate"} 1`,
 		`tollgate_authz_token_cache_hits_total 1`,
 		`tollgate_authz_token_cache_misses_total 1`,
 		`tollgate_authz_token_cache_entries 1`,

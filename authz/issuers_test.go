@@ -822,3 +822,34 @@ func TestSingleIssuerFlagsMeanOneIssuer(t *testing.T) {
 		t.Errorf("flags and a one-issuer list answer differently (-flags +list):\n%s", diff)
 	}
 }
+
+// TestJWKSGaugesPerIssuer: the key set gauges are per issuer, so one
+// issuer's outage or refused keys is not hidden by another's healthy
+// set (with one unlabelled gauge, the last fetch won).
+func TestJWKSGaugesPerIssuer(t *testing.T) {
+	ka, ka2, kb := newTestKey(t, "ES256", "a1"), newTestKey(t, "ES256", "a2"), newTestKey(t, "ES256", "b1")
+	ja, jb := newJWKSServer(t, ka, ka2), newJWKSServer(t, kb)
+	jb.mu.Lock()
+	jb.body = append(jb.body[:len(jb.body)-2], []byte(`,{"kty":"oct","k":"c2VjcmV0","kid":"hmac"}]}`)...)
+	jb.mu.Unlock()
+	e := newTestEnvWithJWKS(t, twoIssuers(ja, jb, nil), nil)
+	e.waitReady()
+	for _, c := range []struct {
+		metric, issuer string
+		want           float64
+	}{
+		{"tollgate_authz_jwks_keys", "a", 2},
+		{"tollgate_authz_jwks_keys", "b", 1},
+		{"tollgate_authz_jwks_refused_keys", "a", 0},
+		{"tollgate_authz_jwks_refused_keys", "b", 1},
+	} {
+		if got := counterValue(t, e.reg, c.metric, "issuer", c.issuer); got != c.want {
+			t.Errorf("%s{issuer=%q} = %v, want %v", c.metric, c.issuer, got, c.want)
+		}
+	}
+	for _, name := range []string{"a", "b"} {
+		if got := counterValue(t, e.reg, "tollgate_authz_jwks_last_success_timestamp_seconds", "issuer", name); got < float64(time.Now().Add(-time.Minute).Unix()) {
+			t.Errorf("tollgate_authz_jwks_last_success_timestamp_seconds{issuer=%q} = %v, want a time in the last minute", name, got)
+		}
+	}
+}

@@ -52,6 +52,7 @@ type keySource struct {
 
 	current  atomic.Pointer[keySet] // nil until the first successful fetch
 	loadedAt atomic.Int64           // unix nanoseconds of the last successful fetch (or 304)
+	refused  atomic.Int64           // keys refused in the last fetched set
 
 	mu        sync.Mutex
 	jwksURL   string     // resolved; empty until discovery succeeds
@@ -219,14 +220,11 @@ func (s *keySource) fetch(ctx context.Context, call *fetchCall) {
 		}
 	case notModified:
 		s.metrics.fetches.WithLabelValues("not_modified").Inc()
-		s.metrics.lastSuccess.SetToCurrentTime()
 		s.loadedAt.Store(time.Now().UnixNano())
 	default:
 		s.metrics.fetches.WithLabelValues("ok").Inc()
-		s.metrics.lastSuccess.SetToCurrentTime()
 		s.loadedAt.Store(time.Now().UnixNano())
 		s.current.Store(next)
-		s.metrics.keys.Set(float64(next.len()))
 		if changed(prev, next) {
 			s.log.Info("JWKS loaded", "keys", next.len(), "kids", next.kids(), "next_refresh", refresh.String())
 			if s.onChange != nil {
@@ -318,7 +316,7 @@ func (s *keySource) fetchOnce(ctx context.Context) (next *keySet, refresh time.D
 		}
 		s.log.Warn("JWKS key refused", "kid", truncate(r.kid, 64), "reason", reason, "err", r.err)
 	}
-	s.metrics.refused.Set(float64(len(refused)))
+	s.refused.Store(int64(len(refused)))
 	if next.len() == 0 && prev == nil {
 		return nil, 0, false, fmt.Errorf("jwks %s has no usable keys (%d refused)", u, len(refused))
 	}

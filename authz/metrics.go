@@ -20,10 +20,7 @@ type metrics struct {
 	latency     [numProtocols][numOutcomes]prometheus.Observer
 	fetches     *prometheus.CounterVec
 	refetches   *prometheus.CounterVec
-	keys        prometheus.Gauge
-	refused     prometheus.Gauge
 	keysRefused *prometheus.CounterVec
-	lastSuccess prometheus.Gauge
 	cacheHits   prometheus.Counter
 	cacheMisses prometheus.Counter
 
@@ -67,22 +64,10 @@ func newMetrics(reg prometheus.Registerer, cacheLen func() int, revGauges func()
 			Name: "tollgate_authz_jwks_refetches_total",
 			Help: "Early JWKS fetches asked for by a token with an unknown kid, by result (fetched, rate_limited).",
 		}, []string{"result"}),
-		keys: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "tollgate_authz_jwks_keys",
-			Help: "Verification keys loaded from the JWKS.",
-		}),
-		refused: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "tollgate_authz_jwks_refused_keys",
-			Help: "Keys in the last fetched JWKS that were refused as unsafe or unusable.",
-		}),
 		keysRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tollgate_authz_jwks_keys_refused_total",
 			Help: "Keys refused in fetched JWKS documents (each fetch counts again), by reason (private_key, weak_key, unusable). Any private_key means the issuer's key has leaked.",
 		}, []string{"reason"}),
-		lastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "tollgate_authz_jwks_last_success_timestamp_seconds",
-			Help: "Unix time of the last successful JWKS fetch.",
-		}),
 		cacheHits: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tollgate_authz_token_cache_hits_total",
 			Help: "Checks answered from the verified-token cache.",
@@ -127,7 +112,7 @@ func newMetrics(reg prometheus.Registerer, cacheLen func() int, revGauges func()
 	for _, r := range []string{refusedPrivate, refusedWeak, refusedUnusable} {
 		m.keysRefused.WithLabelValues(r)
 	}
-	reg.MustRegister(checks, latency, m.fetches, m.refetches, m.keys, m.refused, m.keysRefused, m.lastSuccess, m.cacheHits, m.cacheMisses, m.configReloads, m.logsDropped,
+	reg.MustRegister(checks, latency, m.fetches, m.refetches, m.keysRefused, m.cacheHits, m.cacheMisses, m.configReloads, m.logsDropped,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "tollgate_authz_token_cache_entries",
 			Help: "Entries in the verified-token cache.",
@@ -147,4 +132,47 @@ func newMetrics(reg prometheus.Registerer, cacheLen func() int, revGauges func()
 		}, func() float64 { _, _, n := revGauges(); return float64(n) }),
 	)
 	return m
+}
+
+// The per-issuer key set gauges, read from the trusted issuers' key
+// sources at each scrape, so an issuer that leaves the configuration
+// leaves the metrics with it.
+var (
+	jwksKeysDesc = prometheus.NewDesc("tollgate_authz_jwks_keys",
+		"Verification keys loaded from the issuer's JWKS.", []string{"issuer"}, nil)
+	jwksRefusedDesc = prometheus.NewDesc("tollgate_authz_jwks_refused_keys",
+		"Keys in the issuer's last fetched JWKS that were refused as unsafe or unusable.", []string{"issuer"}, nil)
+	jwksLastSuccessDesc = prometheus.NewDesc("tollgate_authz_jwks_last_success_timestamp_seconds",
+		"Unix time of the last successful fetch of the issuer's JWKS (0 before the first).", []string{"issuer"}, nil)
+)
+
+// jwksCollector reports the key set gauges of every trusted issuer, by
+// the issuer's name in the configuration.
+type jwksCollector struct{ s *Server }
+
+func (jwksCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- jwksKeysDesc
+	ch <- jwksRefusedDesc
+	ch <- jwksLastSuccessDesc
+}
+
+func (c jwksCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.s.state.Load()
+	if st == nil {
+		return
+	}
+	for name, ti := range st.byName {
+		src := ti.src
+		n := 0
+		if ks := src.keys(); ks != nil {
+			n = ks.len()
+		}
+		var last float64
+		if t := src.loadedAt.Load(); t != 0 {
+			last = float64(t) / 1e9
+		}
+		ch <- prometheus.MustNewConstMetric(jwksKeysDesc, prometheus.GaugeValue, float64(n), name)
+		ch <- prometheus.MustNewConstMetric(jwksRefusedDesc, prometheus.GaugeValue, float64(src.refused.Load()), name)
+		ch <- prometheus.MustNewConstMetric(jwksLastSuccessDesc, prometheus.GaugeValue, last, name)
+	}
 }

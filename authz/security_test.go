@@ -400,7 +400,7 @@ func TestWeakAndBrokenJWKSKeys(t *testing.T) {
 	if got := e.srv.defaultSource().keys().len(); got != 1 {
 		t.Errorf("keys loaded = %d, want 1 (only the sound key)", got)
 	}
-	if got := counterValue(t, e.reg, "tollgate_authz_jwks_refused_keys", "", ""); got != 2 {
+	if got := counterValue(t, e.reg, "tollgate_authz_jwks_refused_keys", "issuer", DefaultIssuerName); got != 2 {
 		t.Errorf("tollgate_authz_jwks_refused_keys = %v, want 2", got)
 	}
 }
