@@ -20,6 +20,7 @@ type ExplainRequest struct {
 	Token  string            `json:"token"`
 	Method string            `json:"method,omitempty"`
 	Path   string            `json:"path,omitempty"`
+	Host   string            `json:"host,omitempty"`   // for authz-side routes that match on the host
 	Policy map[string]string `json:"policy,omitempty"` // context_extensions, e.g. {"require": "admin"}
 }
 
@@ -50,7 +51,17 @@ func (s *Server) Explain(ctx context.Context, req ExplainRequest) Explanation {
 	}
 	pol, polErr := s.parsePolicy(req.Policy)
 	d := decision{route: pol.route}
-	ri := requestInfo{method: req.Method, path: req.Path}
+	ri := requestInfo{method: req.Method, path: req.Path, host: req.Host}
+	// The configuration file's matching route (or default) applies as in
+	// a check, beside the request's own policy.
+	st := s.state.Load()
+	var filePol *policy
+	if st.hasRoutes {
+		filePol = st.routePolicy(req.Method, req.Host, req.Path)
+		if d.route == "" {
+			d.route = filePol.route
+		}
+	}
 	var verr error
 	switch {
 	case polErr != nil:
@@ -60,12 +71,18 @@ func (s *Server) Explain(ctx context.Context, req ExplainRequest) Explanation {
 	case len(tok) > MaxTokenBytes:
 		d.reason = reasonTooLarge
 	default:
-		id, _, err := s.state.Load().verify(ctx, tok)
+		id, _, err := st.verify(ctx, tok)
 		if err != nil {
 			d.reason, verr = failureReason(err), err
 			break
 		}
 		d.id, d.reason = id, reasonVerified
+		if filePol != nil {
+			if r, err := filePol.evaluate(id, &ri); err != nil {
+				d.reason, d.err = r, err
+				break
+			}
+		}
 		if r, err := pol.evaluate(id, &ri); err != nil {
 			d.reason, d.err = r, err
 		}
@@ -167,7 +184,14 @@ func (s *Server) explainReason(d decision, verr error, hdr map[string]any, c *cl
 		if d.id != nil && len(d.id.roles) > 0 {
 			have = strings.Join(d.id.roles, ", ")
 		}
-		return fmt.Sprintf("%s (the route requires %s; the token has: %s)", d.err.Error(), pol["require"], have)
+		if r := pol["require"]; r != "" {
+			return fmt.Sprintf("%s (the route requires %s; the token has: %s)", d.err.Error(), r, have)
+		}
+		where := "authz's configuration file"
+		if d.route != "" {
+			where = fmt.Sprintf("authz's route %q", d.route)
+		}
+		return fmt.Sprintf("%s (%s; the token has: %s)", d.err.Error(), where, have)
 	case reasonExpired:
 		if c != nil && c.ExpiresAt != nil {
 			return fmt.Sprintf("expired %s ago (at %s; leeway %s)", ago(c.ExpiresAt.Time), c.ExpiresAt.UTC().Format(time.RFC3339), s.cfg.Leeway)

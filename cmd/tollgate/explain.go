@@ -35,6 +35,7 @@ func runExplain(ctx context.Context, args []string, stdin io.Reader, stdout io.W
 	req.Policy = map[string]string{}
 	fs.StringVar(&req.Method, "method", "GET", "method of the request the token comes with")
 	fs.StringVar(&req.Path, "path", "/", "path of the request the token comes with")
+	fs.StringVar(&req.Host, "host", "", "host of the request the token comes with, for authz-side routes that match on it")
 	fs.Func("policy", "route policy KEY=VALUE, as in context_extensions (require=admin); repeatable", func(s string) error {
 		k, v, ok := strings.Cut(s, "=")
 		if !ok || k == "" {
@@ -46,11 +47,12 @@ func runExplain(ctx context.Context, args []string, stdin io.Reader, stdout io.W
 	fs.StringVar(&authzURL, "authz", "", "base URL of a running authz's HTTP port (started with -explain), e.g. http://127.0.0.1:9002")
 	fs.StringVar(&cfg.Issuer, "issuer", "", "offline: the expected iss claim, and the base URL of OpenID discovery")
 	fs.StringVar(&cfg.JWKSURL, "jwks-url", "", "offline: the JWKS URL (default: discovered from -issuer)")
+	fs.StringVar(&cfg.ConfigFile, "config", "", "offline: an authz configuration file (issuers, routes, default), as tollgate authz -config reads it")
 	fs.StringVar(&cfg.Audience, "audience", d.Audience, "offline: audience that must be in the aud claim")
 	fs.DurationVar(&cfg.Leeway, "leeway", d.Leeway, "offline: clock skew allowed on exp, nbf and iat")
 	fs.BoolVar(&asJSON, "json", false, "print the explanation as JSON")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: tollgate authz explain [flags] [TOKEN]\n\nThe token is read from stdin when not given. Ask a running authz with -authz,\nor decide offline with -issuer (and -jwks-url).\n\nflags:\n")
+		fmt.Fprintf(fs.Output(), "usage: tollgate authz explain [flags] [TOKEN]\n\nThe token is read from stdin when not given. Ask a running authz with -authz,\nor decide offline with -issuer (and -jwks-url) or -config FILE.\n\nflags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -73,14 +75,14 @@ func runExplain(ctx context.Context, args []string, stdin io.Reader, stdout io.W
 		err error
 	)
 	switch {
-	case authzURL != "" && cfg.Issuer != "":
-		return errors.New("-authz and -issuer exclude each other: ask a running authz, or decide offline")
+	case authzURL != "" && (cfg.Issuer != "" || cfg.ConfigFile != ""):
+		return errors.New("-authz excludes -issuer and -config: ask a running authz, or decide offline")
 	case authzURL != "":
 		e, err = explainRemote(ctx, authzURL, req)
-	case cfg.Issuer != "":
+	case cfg.Issuer != "" || cfg.ConfigFile != "":
 		e, err = explainOffline(ctx, cfg, req)
 	default:
-		return errors.New("say where the keys are: -authz URL of a running authz, or -issuer (and -jwks-url) to decide here")
+		return errors.New("say where the keys are: -authz URL of a running authz, or -issuer (and -jwks-url) or -config FILE to decide here")
 	}
 	if err != nil {
 		return err
@@ -124,7 +126,8 @@ func explainRemote(ctx context.Context, base string, req authz.ExplainRequest) (
 }
 
 // explainOffline decides here, with an authz of its own that fetches
-// the issuer's key set once.
+// the issuers' key sets once: the one -issuer names, or those of the
+// -config file, whose routes and default apply as they do in authz.
 func explainOffline(ctx context.Context, cfg authz.Config, req authz.ExplainRequest) (authz.Explanation, error) {
 	cfg.CacheSize = 0
 	cfg.LogBuffer = 0

@@ -11,6 +11,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -91,6 +93,20 @@ func TestExplainCommand(t *testing.T) {
 	good := f.sign(t, time.Hour, "admin")
 	expired := f.sign(t, -(3*time.Minute + 12*time.Second))
 	offline := []string{"-issuer", "https://issuer.test", "-jwks-url", f.jwks.URL, "-leeway", "0s"}
+	// The same issuer from a configuration file, whose route makes
+	// /users admin-only and whose default is any valid token.
+	conf := filepath.Join(t.TempDir(), "authz.yaml")
+	if err := os.WriteFile(conf, []byte(`issuers:
+  - name: test
+    issuer: https://issuer.test
+    jwks_url: `+f.jwks.URL+`
+    audiences: [tollgate]
+routes:
+  - match: {path: /users}
+    require: [admin]
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		name    string
 		args    []string
@@ -109,8 +125,15 @@ func TestExplainCommand(t *testing.T) {
 		{"remote JSON", []string{"-authz", running.URL, "-json", good}, "",
 			[]string{`  "decision": "allow",`, `  "code": "verified",`}, ""},
 		{"remote without -explain", []string{"-authz", plain.URL, good}, "", nil, "has no POST /explain: start authz with -explain"},
+		{"offline from a config file, route allows", []string{"-config", conf, "-path", "/users", good}, "",
+			[]string{"request: GET /users\n", "decision: allow", "issuer: test"}, ""},
+		{"offline from a config file, route denies", []string{"-config", conf, "-path", "/users", f.sign(t, time.Hour, "user")}, "",
+			[]string{"decision: deny", "status: 403", `reason: token lacks role admin (authz's`, "the token has: user)"}, ""},
+		{"offline from a config file, default route", []string{"-config", conf, "-path", "/books", f.sign(t, time.Hour, "user")}, "",
+			[]string{"decision: allow"}, ""},
+		{"config file and -authz", []string{"-authz", running.URL, "-config", conf, good}, "", nil, "exclude"},
 		{"no key source", []string{good}, "", nil, "say where the keys are"},
-		{"both key sources", []string{"-authz", running.URL, "-issuer", "https://issuer.test", good}, "", nil, "exclude each other"},
+		{"both key sources", []string{"-authz", running.URL, "-issuer", "https://issuer.test", good}, "", nil, "-authz excludes -issuer"},
 		{"bad policy flag", []string{"-authz", running.URL, "-policy", "admin", good}, "", nil, `"admin" is not KEY=VALUE`},
 	}
 	for _, tc := range cases {
