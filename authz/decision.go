@@ -251,12 +251,8 @@ func (s *Server) decide(ctx context.Context, hs headerSource, req *requestInfo, 
 		return d
 	}
 	st := s.state.Load()
-	var filePol *policy
-	if st.hasRoutes {
-		filePol = st.routePolicy(req.method, req.host, req.path)
-		if d.route == "" {
-			d.route = filePol.route
-		}
+	filePol := st.filePolicy(&d, req)
+	if filePol != nil {
 		d.dpopOnly = filePol.dpop
 	}
 	d.dpopOnly = d.dpopOnly || pol.dpop
@@ -309,6 +305,20 @@ func (s *Server) decide(ctx context.Context, hs headerSource, req *requestInfo, 
 		d.reason, d.err = r, err
 	}
 	return d
+}
+
+// filePolicy returns the configuration file's policy for req (its
+// matching route, or its default), nil when the file sets none, and
+// names d's route after it unless the request's own policy named one.
+func (st *trustState) filePolicy(d *decision, req *requestInfo) *policy {
+	if !st.hasRoutes {
+		return nil
+	}
+	p := st.routePolicy(req.method, req.host, req.path)
+	if d.route == "" {
+		d.route = p.route
+	}
+	return p
 }
 
 // identify returns the identity of a token from the cache or by full

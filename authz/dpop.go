@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
@@ -56,11 +55,11 @@ func newDPoP(ctx context.Context, cfg Config, now func() time.Time) (*dpop.Verif
 	if cfg.DPoPNonces {
 		var secret []byte
 		if cfg.DPoPNonceSecretFile != "" {
-			b, err := os.ReadFile(cfg.DPoPNonceSecretFile)
+			b, err := dpop.ReadNonceSecret(cfg.DPoPNonceSecretFile)
 			if err != nil {
-				return nil, nil, fmt.Errorf("dpop nonce secret: %w", err)
+				return nil, nil, err
 			}
-			secret = []byte(strings.TrimSpace(string(b)))
+			secret = b
 		}
 		n, err := dpop.NewNonces(secret, cfg.DPoPNoncePeriod, now)
 		if err != nil {

@@ -55,13 +55,7 @@ func (s *Server) Explain(ctx context.Context, req ExplainRequest) Explanation {
 	// The configuration file's matching route (or default) applies as in
 	// a check, beside the request's own policy.
 	st := s.state.Load()
-	var filePol *policy
-	if st.hasRoutes {
-		filePol = st.routePolicy(req.Method, req.Host, req.Path)
-		if d.route == "" {
-			d.route = filePol.route
-		}
-	}
+	filePol := st.filePolicy(&d, &ri)
 	var verr error
 	switch {
 	case polErr != nil:

@@ -13,6 +13,7 @@ import (
 
 	"github.com/tollgate-dev/tollgate/internal/server"
 	"github.com/tollgate-dev/tollgate/internal/telemetry"
+	"github.com/tollgate-dev/tollgate/internal/dpop"
 	"github.com/tollgate-dev/tollgate/issuer"
 )
 
@@ -157,14 +158,11 @@ func (f *issuerFlags) config() (issuer.Config, error) {
 		RequiredClients: commaList(f.dpopClients),
 	}
 	if f.dpopNonceSecretFile != "" {
-		data, err := os.ReadFile(f.dpopNonceSecretFile)
+		secret, err := dpop.ReadNonceSecret(f.dpopNonceSecretFile)
 		if err != nil {
-			return cfg, fmt.Errorf("read DPoP nonce secret: %w", err)
+			return cfg, err
 		}
-		cfg.DPoP.NonceSecret = []byte(strings.TrimRight(string(data), "\r\n"))
-		if len(cfg.DPoP.NonceSecret) < 32 {
-			return cfg, fmt.Errorf("DPoP nonce secret file %s holds %d bytes, want at least 32", f.dpopNonceSecretFile, len(cfg.DPoP.NonceSecret))
-		}
+		cfg.DPoP.NonceSecret = secret
 	}
 	if f.keyDelay < 0 {
 		return cfg, fmt.Errorf("-key-activation-delay must not be negative")

@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"math/big"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -562,5 +563,29 @@ func TestSigner(t *testing.T) {
 		if err != nil || got.JKT != s.JKT() {
 			t.Fatalf("Verify(%s proof) = %v, %v, want accepted with jkt %s", s.Alg(), got, err, s.JKT())
 		}
+	}
+}
+
+// TestReadNonceSecret: the issuer and authz read the chart's one secret
+// file alike: a trailing newline is not part of it, and under 32 bytes
+// is refused.
+func TestReadNonceSecret(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := dir + "/" + name
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	key := strings.Repeat("k", 32)
+	if got, err := ReadNonceSecret(write("ok", key+"\r\n")); err != nil || string(got) != key {
+		t.Errorf("ReadNonceSecret(32 bytes and a newline) = %q, %v, want the 32 bytes", got, err)
+	}
+	if _, err := ReadNonceSecret(write("short", strings.Repeat("k", 31)+"\n")); err == nil || !strings.Contains(err.Error(), "at least 32 bytes") {
+		t.Errorf("ReadNonceSecret(31 bytes) = %v, want an error about its length", err)
+	}
+	if _, err := ReadNonceSecret(dir + "/missing"); err == nil {
+		t.Error("ReadNonceSecret(missing file) = nil error, want one")
 	}
 }

@@ -7,8 +7,28 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"os"
+	"strings"
 	"time"
 )
+
+// minNonceSecret is the shortest nonce secret accepted.
+const minNonceSecret = 32
+
+// ReadNonceSecret reads a nonce secret file, as the issuer and authz
+// share it: its bytes without a trailing newline, at least 32 of them.
+func ReadNonceSecret(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("dpop nonce secret: %w", err)
+	}
+	secret := []byte(strings.TrimRight(string(b), "\r\n"))
+	if len(secret) < minNonceSecret {
+		return nil, fmt.Errorf("dpop nonce secret file %s holds %d bytes; it needs at least %d bytes", path, len(secret), minNonceSecret)
+	}
+	return secret, nil
+}
 
 // DefaultNoncePeriod is how often the server nonce changes. A nonce is
 // accepted in its own period and the next, so it lives one to two
@@ -38,7 +58,7 @@ func NewNonces(secret []byte, period time.Duration, now func() time.Time) (*Nonc
 			return nil, err
 		}
 	}
-	if len(secret) < 32 {
+	if len(secret) < minNonceSecret {
 		return nil, errors.New("dpop: nonce secret must be at least 32 bytes")
 	}
 	if now == nil {
