@@ -314,27 +314,39 @@ func do(t *testing.T, method, url string, header map[string]string, body string)
 // login logs name in through the proxy and returns the token and its sub.
 func login(t *testing.T, base, name, password string) (token, sub string) {
 	t.Helper()
+	tok, _ := postLogin(t, base, name, password, "")
+	var claims jwt.RegisteredClaims
+	if _, _, err := jwt.NewParser().ParseUnverified(tok, &claims); err != nil {
+		t.Fatalf("login token: %v", err)
+	}
+	return tok, claims.Subject
+}
+
+// postLogin is POST /login through the proxy as name, with the DPoP
+// proof header when proof is set; it returns the token and its type.
+func postLogin(t *testing.T, base, name, password, proof string) (token, tokenType string) {
+	t.Helper()
 	req, err := http.NewRequestWithContext(t.Context(), "POST", base+"/login", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	req.SetBasicAuth(name, password)
+	if proof != "" {
+		req.Header.Set("DPoP", proof)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	var r struct {
-		Token string `json:"token"`
+		Token     string `json:"token"`
+		TokenType string `json:"token_type"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil || resp.StatusCode != http.StatusOK || r.Token == "" {
 		t.Fatalf("POST /login as %s through the proxy = %d (%v), want 200 with a token", name, resp.StatusCode, err)
 	}
-	var claims jwt.RegisteredClaims
-	if _, _, err := jwt.NewParser().ParseUnverified(r.Token, &claims); err != nil {
-		t.Fatalf("login token: %v", err)
-	}
-	return r.Token, claims.Subject
+	return r.Token, r.TokenType
 }
 
 func newSigner(t *testing.T) *dpop.Signer {
@@ -366,25 +378,11 @@ func loginDPoP(t *testing.T, base, name, password string, signer *dpop.Signer) s
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, err := http.NewRequestWithContext(t.Context(), "POST", base+"/login", nil)
-	if err != nil {
-		t.Fatal(err)
+	tok, typ := postLogin(t, base, name, password, p)
+	if typ != "DPoP" {
+		t.Fatalf("POST /login with a DPoP proof through the proxy: token_type %q, want DPoP", typ)
 	}
-	req.SetBasicAuth(name, password)
-	req.Header.Set("DPoP", p)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var r struct {
-		Token     string `json:"token"`
-		TokenType string `json:"token_type"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil || resp.StatusCode != http.StatusOK || r.TokenType != "DPoP" {
-		t.Fatalf("POST /login with a DPoP proof through the proxy = %d %q (%v), want 200 with a DPoP token", resp.StatusCode, r.TokenType, err)
-	}
-	return r.Token
+	return tok
 }
 
 // tamper changes one character in the middle of the token's signature.
