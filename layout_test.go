@@ -44,6 +44,7 @@ var boxes = map[string]box{
 	"internal/server":   boxShared,
 	"internal/store":    boxShared,
 	"internal/dpop":     boxShared,
+	"internal/jose":     boxShared,
 	"internal/testenv":  boxTest,
 	"internal/pgtest":   boxTest,
 	"internal/tutorial": boxTest,

@@ -20,6 +20,8 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tollgate-dev/tollgate/internal/jose"
 )
 
 // fuzzNow is the fixed clock of the fuzz targets, so the tokens in the
@@ -232,10 +234,10 @@ func FuzzKeySet(f *testing.F) {
 			}
 			switch p := k.pub.(type) {
 			case *rsa.PublicKey:
-				if p.N.BitLen() < minRSABits {
+				if p.N.BitLen() < jose.MinRSABits {
 					t.Fatalf("trusted RSA-%d key", p.N.BitLen())
 				}
-				if p.E < minRSAExponent || p.E%2 == 0 {
+				if p.E < jose.MinRSAExponent || p.E%2 == 0 {
 					t.Fatalf("trusted RSA key with exponent %d", p.E)
 				}
 			case *ecdsa.PublicKey:

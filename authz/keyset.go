@@ -10,26 +10,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/big"
 	"slices"
 	"strings"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/lestrrat-go/jwx/v2/jwk"
-	"github.com/titanous/rocacheck"
-)
 
-// minRSABits is the smallest RSA modulus a key set may use (RFC 8725
-// §3.5, NIST SP 800-131A).
-const minRSABits = 2048
-
-// RSA public exponents a key may have: odd, at least 65537 (FIPS 186-5
-// §5.5(e) asks for over 2^16) and below 2^31 (crypto/rsa refuses larger
-// ones when it verifies). So e = 1, which no token verifies with, or 3,
-// which Bleichenbacher's signature forgery needs, is never a usable key.
-const (
-	minRSAExponent = 65537
-	maxRSAExponent = 1<<31 - 1
+	"github.com/tollgate-dev/tollgate/internal/jose"
 )
 
 // Why a JWKS key is refused, as the label of
@@ -45,25 +32,8 @@ var (
 	// issuer's key has leaked, and trusting it would hide that.
 	errPrivateKey = errors.New("key carries private key material")
 	// errWeakKey means a key a forger could break.
-	errWeakKey = errors.New("key is weak")
+	errWeakKey = jose.ErrWeakKey
 )
-
-// privateMembers are the JWK members only a private or secret key has:
-// RSA's d, p, q, dp, dq, qi and oth (RFC 7518 §6.3.2), EC's and OKP's d
-// (§6.2.2, RFC 8037 §2), and a symmetric key's k (§6.4.1).
-var privateMembers = [...]string{"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
-
-// pssMethods verify RSA-PSS with the salt as long as the hash, which RFC
-// 7518 §3.5 requires. golang-jwt's registered PS* methods accept any salt
-// length (rsa.PSSSaltLengthAuto) for old tokens' sake; authz has none.
-var pssMethods = map[string]jwt.SigningMethod{}
-
-func init() {
-	for _, m := range []*jwt.SigningMethodRSAPSS{jwt.SigningMethodPS256, jwt.SigningMethodPS384, jwt.SigningMethodPS512} {
-		exact := &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash}
-		pssMethods[m.Alg()] = &jwt.SigningMethodRSAPSS{SigningMethodRSA: m.SigningMethodRSA, Options: exact, VerifyOptions: exact}
-	}
-}
 
 // verifyKey is one trusted key from the JWKS, bound to exactly one
 // algorithm. It is immutable; a refresh that finds the same key material
@@ -164,10 +134,8 @@ func parseJWKS(body []byte) (jwk.Set, []refusedKey, error) {
 func privateMemberNames(members map[string]json.RawMessage) []string {
 	var names []string
 	for name := range members {
-		for _, p := range privateMembers {
-			if strings.EqualFold(name, p) {
-				names = append(names, name)
-			}
+		if jose.IsPrivateMember(name) {
+			names = append(names, name)
 		}
 	}
 	slices.Sort(names)
@@ -241,7 +209,7 @@ func newVerifyKey(k jwk.Key, allowed []string) (*verifyKey, error) {
 	var pub crypto.PublicKey
 	switch p := raw.(type) {
 	case *rsa.PublicKey:
-		if err := checkRSA(pk, p); err != nil {
+		if err := jose.CheckRSA(pk, p); err != nil {
 			return nil, err
 		}
 		pub = p
@@ -283,10 +251,7 @@ func newVerifyKey(k jwk.Key, allowed []string) (*verifyKey, error) {
 		}
 		alg = fits[0]
 	}
-	method := pssMethods[alg]
-	if method == nil {
-		method = jwt.GetSigningMethod(alg)
-	}
+	method := jose.Method(alg)
 	if method == nil {
 		return nil, fmt.Errorf("alg %q has no verifier", alg)
 	}
@@ -308,35 +273,12 @@ func newVerifyKey(k jwk.Key, allowed []string) (*verifyKey, error) {
 // stray one jwx kept as an extra member of a public key.
 func privateParts(k jwk.Key) []string {
 	var names []string
-	for _, p := range privateMembers {
+	for _, p := range jose.PrivateMembers {
 		if _, ok := k.Get(p); ok {
 			names = append(names, p)
 		}
 	}
 	return names
-}
-
-// checkRSA refuses RSA keys a forger could break: a modulus under
-// minRSABits, an exponent that is even or outside [minRSAExponent,
-// maxRSAExponent], or a modulus with the fingerprint of the Infineon
-// key generator that ROCA (CVE-2017-15361) factors. The exponent is read
-// from the JWK's own bytes, as jwx truncates it to an int.
-func checkRSA(k jwk.Key, p *rsa.PublicKey) error {
-	if n := p.N.BitLen(); n < minRSABits {
-		return fmt.Errorf("%w: RSA key has %d bits, under %d", errWeakKey, n, minRSABits)
-	}
-	rk, ok := k.(jwk.RSAPublicKey)
-	if !ok {
-		return fmt.Errorf("RSA key is a %T", k)
-	}
-	e := new(big.Int).SetBytes(rk.E())
-	if e.Bit(0) == 0 || e.Cmp(big.NewInt(minRSAExponent)) < 0 || e.Cmp(big.NewInt(maxRSAExponent)) > 0 {
-		return fmt.Errorf("%w: RSA exponent %s is not odd in [%d, 2^31)", errWeakKey, truncate(e.String(), 32), minRSAExponent)
-	}
-	if rocacheck.IsWeak(p) {
-		return fmt.Errorf("%w: RSA modulus has the ROCA fingerprint (CVE-2017-15361)", errWeakKey)
-	}
-	return nil
 }
 
 // algFits reports whether alg verifies with pub's key type (and curve).

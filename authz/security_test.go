@@ -29,6 +29,7 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwk"
 
 	"github.com/tollgate-dev/tollgate/internal/dpop"
+	"github.com/tollgate-dev/tollgate/internal/jose"
 )
 
 // hs256 signs header.payload with HMAC-SHA256 under secret, the way a
@@ -831,9 +832,9 @@ func TestROCAFingerprint(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			err = checkRSA(j, tt.pub)
+			err = jose.CheckRSA(j, tt.pub)
 			if got := errors.Is(err, errWeakKey); got != tt.weak {
-				t.Errorf("checkRSA(%s) = %v, want weak %v", tt.name, err, tt.weak)
+				t.Errorf("CheckRSA(%s) = %v, want weak %v", tt.name, err, tt.weak)
 			}
 		})
 	}

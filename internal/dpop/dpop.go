@@ -22,7 +22,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/big"
 	"slices"
 	"strings"
 	"sync"
@@ -30,6 +29,8 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/lestrrat-go/jwx/v2/jwk"
+
+	"github.com/tollgate-dev/tollgate/internal/jose"
 )
 
 // Header names (RFC 9449 §4.1, §8).
@@ -51,8 +52,6 @@ const (
 	// MaxProofBytes caps a proof before any parsing. A proof with an RSA
 	// 4096 key in its header is under 2 KiB.
 	MaxProofBytes = 8 << 10
-	// minRSABits is the smallest RSA modulus a proof key may have.
-	minRSABits = 2048
 )
 
 // DefaultAlgorithms are the asymmetric algorithms a proof may use. There
@@ -196,25 +195,11 @@ func (v *Verifier) Algorithms() []string { return slices.Clone(v.algs) }
 // Nonces returns the server nonces proofs must carry, or nil.
 func (v *Verifier) Nonces() *Nonces { return v.nonces }
 
-// pssMethods verify RSA-PSS with the salt as long as the hash (RFC 7518
-// §3.5); golang-jwt's registered ones accept any salt length.
-var pssMethods = map[string]jwt.SigningMethod{}
-
-func init() {
-	for _, m := range []*jwt.SigningMethodRSAPSS{jwt.SigningMethodPS256, jwt.SigningMethodPS384, jwt.SigningMethodPS512} {
-		exact := &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash}
-		pssMethods[m.Alg()] = &jwt.SigningMethodRSAPSS{SigningMethodRSA: m.SigningMethodRSA, Options: exact, VerifyOptions: exact}
-	}
-}
-
 func method(alg string) jwt.SigningMethod {
 	if !slices.Contains(DefaultAlgorithms, alg) {
 		return nil
 	}
-	if m := pssMethods[alg]; m != nil {
-		return m
-	}
-	return jwt.GetSigningMethod(alg)
+	return jose.Method(alg)
 }
 
 // Request is what a proof must match.
@@ -418,9 +403,6 @@ func replayKey(jkt, jti string) [32]byte {
 	return k
 }
 
-// privateMembers are the JWK members only a private or secret key has.
-var privateMembers = [...]string{"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
-
 // parseHeaderKey turns the proof header's jwk into the key to verify
 // with: an object, with no private member (in any case), a public EC,
 // RSA or OKP key that fits alg, RSA of at least 2048 bits with an odd
@@ -431,10 +413,8 @@ func parseHeaderKey(v any, alg string) (headerKey, error) {
 		return headerKey{}, invalid("header has no jwk object")
 	}
 	for name := range obj {
-		for _, p := range privateMembers {
-			if strings.EqualFold(name, p) {
-				return headerKey{}, invalid("jwk carries private key material (%q)", name)
-			}
+		if jose.IsPrivateMember(name) {
+			return headerKey{}, invalid("jwk carries private key material (%q)", name)
 		}
 	}
 	raw, err := json.Marshal(obj)
@@ -472,16 +452,8 @@ func fits(alg string, pub any, k jwk.Key) error {
 		if !strings.HasPrefix(alg, "RS") && !strings.HasPrefix(alg, "PS") {
 			return invalid("alg %q does not fit an RSA key", alg)
 		}
-		if n := p.N.BitLen(); n < minRSABits {
-			return invalid("RSA key has %d bits, under %d", n, minRSABits)
-		}
-		rk, ok := k.(jwk.RSAPublicKey)
-		if !ok {
-			return invalid("RSA key is a %T", k)
-		}
-		e := new(big.Int).SetBytes(rk.E())
-		if e.Bit(0) == 0 || e.Cmp(big.NewInt(65537)) < 0 || e.BitLen() > 31 {
-			return invalid("RSA exponent is not odd in [65537, 2^31)")
+		if err := jose.CheckRSA(k, p); err != nil {
+			return invalid("%v", err)
 		}
 		return nil
 	case ed25519.PublicKey:
