@@ -666,6 +666,11 @@ func TestConfigReload(t *testing.T) {
 	// Good: b is added, and its tokens pass within the reload interval.
 	publish(withB)
 	waitFor(t, "b to be trusted", func() bool { return check(tokB) == 200 })
+	// The reload is counted just after it is committed, so a check can
+	// see b before the counter moves.
+	waitFor(t, "the reload to be counted", func() bool {
+		return counterValue(t, e.reg, "tollgate_authz_config_reloads_total", "result", "ok") >= 1
+	})
 	if got := counterValue(t, e.reg, "tollgate_authz_config_reloads_total", "result", "ok"); got != 1 {
 		t.Errorf("reloads ok = %v, want 1", got)
 	}
@@ -689,6 +694,9 @@ func TestConfigReload(t *testing.T) {
 	if got := check(tokB); got != 401 {
 		t.Errorf("b's cached token after b was removed = %d, want 401", got)
 	}
+	waitFor(t, "the second reload to be counted", func() bool {
+		return counterValue(t, e.reg, "tollgate_authz_config_reloads_total", "result", "ok") >= 2
+	})
 	if got := counterValue(t, e.reg, "tollgate_authz_config_reloads_total", "result", "ok"); got != 2 {
 		t.Errorf("reloads ok = %v, want 2", got)
 	}
